@@ -1,0 +1,237 @@
+//! The validated configuration: what the rest of the gateway reads.
+//!
+//! Invariant: a `Config` value only exists after every check of PRODUCT.md §3 passed. Secrets
+//! are `SecretString` (redacted `Debug`, zeroized on drop), never plain `String`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use secrecy::SecretString;
+
+use crate::certs::ClientIdentity;
+
+/// Default per-attempt timeout until response headers: Tango recommends holding 15 s.
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(15);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest silence allowed between two chunks of a response body (§9).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(15);
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the file was read from (for reload and messages).
+    pub source: PathBuf,
+    pub listen: SocketAddr,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+    pub inbound: InboundConfig,
+    pub forwarded_for: ForwardedForMode,
+    pub token_cache: TokenCacheConfig,
+    pub shutdown_grace: Duration,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing_subscriber::EnvFilter` directive, e.g. `info` or `tango_gateway=debug`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct InboundConfig {
+    /// Peers admitted at all; empty = deny all. A route's `sources` narrows this further.
+    pub allow: Vec<IpNet>,
+    pub max_body_bytes: u64,
+    pub header_read_timeout: Duration,
+    pub max_concurrent_requests: usize,
+    pub reject_browser_requests: bool,
+}
+
+/// How `X-Forwarded-For` is written upstream (§4.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardedForMode {
+    Peer,
+    Append,
+    Static(IpAddr),
+    Remove,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenCacheConfig {
+    Memory,
+    File { path: PathBuf },
+    Redis { url: String, key_prefix: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    /// Normalised: starts with `/`, no trailing `/` (except the root route `/`).
+    pub path_prefix: String,
+    /// The route's own `match.sources`; `None` = `inbound.allow` alone decides.
+    pub sources: Option<Vec<IpNet>>,
+    pub strip_prefix: bool,
+    pub upstream: UpstreamConfig,
+    pub auth: AuthConfig,
+    /// The default `retry` block with this route's overrides applied key by key.
+    pub retry: RetryConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// `https://host[:port]` (plain `http` only with `allow_insecure_upstream`); path prefix allowed.
+    pub url: http::Uri,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub body_timeout: Duration,
+    pub deadline: Option<Duration>,
+    pub allow_insecure_upstream: bool,
+    pub tls: TlsConfig,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TlsConfig {
+    pub ca_file: Option<PathBuf>,
+    /// Parsed contents of `ca_file`, added to the system roots.
+    pub extra_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// Loaded and checked client certificate chain and key (mTLS).
+    pub client_identity: Option<ClientIdentity>,
+    pub allow_long_validity: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum AuthConfig {
+    None,
+    Basic(BasicAuthConfig),
+    OAuth2(Box<OAuth2Config>),
+}
+
+impl AuthConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuthConfig::None => "none",
+            AuthConfig::Basic(_) => "basic",
+            AuthConfig::OAuth2(_) => "oauth2",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BasicAuthConfig {
+    /// Tango platform name.
+    pub username: String,
+    /// Tango API key.
+    pub password: SecretString,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OAuthGrant {
+    ClientCredentials,
+    Password,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuthMethod {
+    Post,
+    Basic,
+}
+
+#[derive(Debug, Clone)]
+pub enum DpopKeyConfig {
+    /// P-256 PKCS#8 PEM file (read and checked at load).
+    KeyFile(PathBuf),
+    Ephemeral,
+}
+
+#[derive(Debug, Clone)]
+pub struct OAuth2Config {
+    pub token_url: http::Uri,
+    pub grant: OAuthGrant,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    /// Service account, `grant: password` only.
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    pub audience: Option<String>,
+    pub scope: Option<String>,
+    pub client_auth: ClientAuthMethod,
+    /// Fraction of the token lifetime after which a background refresh starts (0 < x < 1).
+    pub refresh_at: f64,
+    pub dpop: Option<DpopKeyConfig>,
+    /// `oauth2.tls`, or the route's `upstream.tls` when absent (§9).
+    pub tls: TlsConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jitter {
+    Full,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostRequires {
+    ExternalRefId,
+    IdempotencyKey,
+    Never,
+}
+
+/// What counts as a retryable outcome (`retry.retry_on`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RetryOn {
+    pub connect_failure: bool,
+    pub timeout: bool,
+    pub reset: bool,
+    pub statuses: Vec<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryConfig {
+    /// Total tries, the first included; 1 disables retries.
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    pub multiplier: f64,
+    pub jitter: Jitter,
+    pub retry_on: RetryOn,
+    pub budget_ratio: f32,
+    pub budget_min_per_sec: u32,
+    pub post_requires: PostRequires,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(5),
+            multiplier: 2.0,
+            jitter: Jitter::Full,
+            retry_on: RetryOn {
+                connect_failure: true,
+                timeout: true,
+                reset: true,
+                statuses: vec![429, 502, 503, 504],
+            },
+            budget_ratio: 0.2,
+            budget_min_per_sec: 10,
+            post_requires: PostRequires::ExternalRefId,
+        }
+    }
+}

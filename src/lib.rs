@@ -1,0 +1,3 @@
+//! tango-gateway: a secure outbound HTTP gateway in front of the Tango rewards API.
+pub mod certs;
+pub mod config;
