@@ -1,0 +1,121 @@
+//! The admin listener: `/healthz` (alive) and `/readyz` (ready to serve, with reasons).
+//!
+//! Invariant: answers carry no configuration detail beyond route names and reasons.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::body::{full, ResponseBody};
+use crate::config::Config;
+use crate::inbound::listener::stop_requested;
+
+/// What `/readyz` looks at.
+#[derive(Debug)]
+pub struct Readiness {
+    config: Arc<Config>,
+    shutting_down: AtomicBool,
+}
+
+impl Readiness {
+    pub fn new(config: Arc<Config>) -> Self {
+        Readiness {
+            config,
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Reasons the gateway is not ready; empty when ready.
+    pub fn reasons(&self, now: SystemTime) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if self.shutting_down.load(Ordering::SeqCst) {
+            reasons.push("shutting down".to_owned());
+        }
+        for route in &self.config.routes {
+            if let Some(identity) = &route.upstream.tls.client_identity {
+                if identity.summary.not_after <= now {
+                    reasons.push(format!(
+                        "route {}: client certificate has expired",
+                        route.name
+                    ));
+                }
+            }
+        }
+        reasons
+    }
+}
+
+fn answer(status: StatusCode, body: serde_json::Value) -> Response<ResponseBody> {
+    let mut response = Response::new(full(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn route<B>(request: &Request<B>, readiness: &Readiness) -> Response<ResponseBody> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return answer(
+            StatusCode::METHOD_NOT_ALLOWED,
+            serde_json::json!({"status": "method not allowed"}),
+        );
+    }
+    match request.uri().path() {
+        "/healthz" => answer(StatusCode::OK, serde_json::json!({"status": "ok"})),
+        "/readyz" => {
+            let reasons = readiness.reasons(SystemTime::now());
+            if reasons.is_empty() {
+                answer(StatusCode::OK, serde_json::json!({"status": "ready"}))
+            } else {
+                answer(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    serde_json::json!({"status": "not ready", "reasons": reasons}),
+                )
+            }
+        }
+        _ => answer(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"status": "not found"}),
+        ),
+    }
+}
+
+/// Serves the admin endpoints until `shutdown` turns true (after the inbound side drained,
+/// so `/readyz` answers 503 throughout the drain).
+pub async fn serve(
+    listener: TcpListener,
+    readiness: Arc<Readiness>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _peer)) = accepted else { continue };
+                let readiness = readiness.clone();
+                let builder = builder.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        let response = route(&request, &readiness);
+                        async move { Ok::<_, Infallible>(response) }
+                    });
+                    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+            _ = stop_requested(&mut shutdown) => break,
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The running gateway: inbound and admin listeners started from one validated `Config`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::{self, Readiness};
+use crate::config::Config;
+use crate::inbound::listener::{self, ServeSettings};
+use crate::stack::{self, BuildError};
+use crate::upstream::tls;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("{key}: cannot listen on {addr}: {source}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A started gateway. Dropping it does not stop it; call `shutdown`.
+pub struct Running {
+    /// Where the inbound listener is bound (useful with port 0).
+    pub listen_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    readiness: Arc<Readiness>,
+    stop_inbound: watch::Sender<bool>,
+    stop_admin: watch::Sender<bool>,
+    inbound: JoinHandle<()>,
+    admin: JoinHandle<()>,
+}
+
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { key, addr, source })
+}
+
+/// Builds the stack and starts both listeners.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    tls::provider();
+    let config = Arc::new(config);
+    let service = stack::build(&config)?;
+    let inbound_listener = bind("listen", config.listen).await?;
+    let admin_listener = bind("admin.listen", config.admin.listen).await?;
+    let listen_addr = inbound_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            key: "listen",
+            addr: config.listen,
+            source,
+        })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            key: "admin.listen",
+            addr: config.admin.listen,
+            source,
+        })?;
+    let readiness = Arc::new(Readiness::new(config.clone()));
+    let (stop_inbound, inbound_stopped) = watch::channel(false);
+    let (stop_admin, admin_stopped) = watch::channel(false);
+    let settings = ServeSettings {
+        header_read_timeout: config.inbound.header_read_timeout,
+        shutdown_grace: config.shutdown_grace,
+    };
+    let inbound = tokio::spawn(listener::serve(
+        inbound_listener,
+        service,
+        settings,
+        inbound_stopped,
+    ));
+    let admin = tokio::spawn(admin::serve(
+        admin_listener,
+        readiness.clone(),
+        admin_stopped,
+    ));
+    tracing::info!(
+        listen = %listen_addr,
+        admin = %admin_addr,
+        routes = config.routes.len(),
+        "tango-gateway serving"
+    );
+    Ok(Running {
+        listen_addr,
+        admin_addr,
+        readiness,
+        stop_inbound,
+        stop_admin,
+        inbound,
+        admin,
+    })
+}
+
+impl Running {
+    /// Stops accepting, turns `/readyz` to 503, lets in-flight requests finish (up to the
+    /// grace period), then stops the admin listener.
+    pub async fn shutdown(self) {
+        self.readiness.begin_shutdown();
+        let _ = self.stop_inbound.send(true);
+        let _ = self.inbound.await;
+        let _ = self.stop_admin.send(true);
+        let _ = self.admin.await;
+        tracing::info!("tango-gateway stopped");
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully.
+    pub async fn run_until_signal(self) {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        self.shutdown().await;
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

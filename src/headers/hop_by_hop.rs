@@ -1,0 +1,83 @@
+//! Hop-by-hop headers (RFC 9110 §7.6.1): meaningful for one connection only, never forwarded.
+//!
+//! Invariant: the headers named in `Connection` are read before `Connection` itself is removed
+//! (a classic proxy bug deletes `Connection` first and forwards what it named).
+
+use http::header::{
+    HeaderName, CONNECTION, PROXY_AUTHENTICATE, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
+use http::HeaderMap;
+
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Always hop-by-hop, whether or not `Connection` names them.
+const FIXED: [HeaderName; 7] = [
+    CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+];
+
+/// Removes hop-by-hop headers from a request or response header map.
+pub fn remove(headers: &mut HeaderMap) {
+    // Header names are case-insensitive tokens; anything unparseable cannot name a header
+    // we would forward, so it is skipped rather than trusted.
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|list| list.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in FIXED {
+        headers.remove(name);
+    }
+}
+
+/// For responses also drop `Proxy-Authenticate`: it addresses the gateway, not the caller.
+pub fn remove_from_response(headers: &mut HeaderMap) {
+    remove(headers);
+    headers.remove(PROXY_AUTHENTICATE);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn headers_named_in_connection_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret-Hop , close"),
+        );
+        headers.insert("x-secret-hop", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("te", HeaderValue::from_static("trailers"));
+        headers.insert("accept", HeaderValue::from_static("*/*"));
+        remove(&mut headers);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert!(headers.contains_key("accept"));
+    }
+
+    #[test]
+    fn non_ascii_connection_value_does_not_panic() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONNECTION,
+            HeaderValue::from_bytes(b"\xff\xfe").unwrap_or(HeaderValue::from_static("x")),
+        );
+        headers.insert("x-keep", HeaderValue::from_static("1"));
+        remove(&mut headers);
+        assert!(headers.contains_key("x-keep"));
+        assert!(!headers.contains_key(CONNECTION));
+    }
+}

@@ -1,0 +1,247 @@
+//! Admission (PRODUCT.md §4.1–4.2): who may call, with what method and target, on which route.
+//!
+//! Invariant: a request leaves admission only with an allowed method, an origin-form target
+//! whose path is normalised, a route whose sources admit the peer, and no browser marks.
+//! It is not an open proxy: absolute-form targets and `CONNECT` never pass.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{Method, Request, Uri, Version};
+use ipnet::IpNet;
+
+use super::path::normalise;
+use super::route::{is_allowed, RouteTable, Selection};
+use crate::context::{PeerAddr, RequestContext};
+use crate::error::{ErrorCode, GatewayError};
+use crate::headers::browser::is_browser_request;
+
+/// Set on an admitted request: the route it goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    pub route_index: usize,
+    pub route_name: Arc<str>,
+    pub peer: IpAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdmissionPolicy {
+    pub allow: Vec<IpNet>,
+    pub routes: RouteTable,
+    pub reject_browser_requests: bool,
+}
+
+impl AdmissionPolicy {
+    /// Admits the request or says why not; on success the request's target is rewritten to
+    /// the normalised origin-form path (and its query), and `Admitted` is in its extensions.
+    pub fn admit<B>(&self, request: &mut Request<B>) -> Result<Admitted, GatewayError> {
+        let peer = request
+            .extensions()
+            .get::<PeerAddr>()
+            .map(|p| p.0.ip().to_canonical())
+            .ok_or_else(|| GatewayError::new(ErrorCode::ForbiddenSource, "unknown peer"))?;
+        check_method(request.method())?;
+        check_target_form(request)?;
+        if !is_allowed(&self.allow, peer) {
+            return Err(forbidden_source());
+        }
+        let path = normalise(request.uri().path())
+            .map_err(|why| GatewayError::new(ErrorCode::BadPath, why.to_string()))?;
+        let (route_index, route_name) = match self.routes.select(&path, peer) {
+            Selection::Route(index, name) => (index, name),
+            Selection::ForbiddenSource => return Err(forbidden_source()),
+            Selection::NoRoute => {
+                return Err(GatewayError::new(
+                    ErrorCode::NoRoute,
+                    "no route for this path",
+                ))
+            }
+        };
+        if self.reject_browser_requests && is_browser_request(request.headers()) {
+            return Err(GatewayError::new(
+                ErrorCode::BrowserRequest,
+                "browser-context calls are refused: call from a server",
+            ));
+        }
+        *request.uri_mut() = origin_form(&path, request.uri().query())?;
+        let admitted = Admitted {
+            route_index,
+            route_name,
+            peer,
+        };
+        if let Some(context) = request.extensions().get::<Arc<RequestContext>>() {
+            context.set_route(admitted.route_name.clone());
+        }
+        request.extensions_mut().insert(admitted.clone());
+        Ok(admitted)
+    }
+}
+
+fn forbidden_source() -> GatewayError {
+    GatewayError::new(
+        ErrorCode::ForbiddenSource,
+        "this source address may not use this route",
+    )
+}
+
+fn check_method(method: &Method) -> Result<(), GatewayError> {
+    const ALLOWED: [Method; 7] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+    ];
+    if ALLOWED.contains(method) {
+        Ok(())
+    } else {
+        Err(GatewayError::new(
+            ErrorCode::MethodNotAllowed,
+            "method not allowed (CONNECT, TRACE and extension methods are refused)",
+        ))
+    }
+}
+
+/// Only origin-form targets over HTTP/1 (`GET /path`); HTTP/2 always carries scheme and
+/// authority pseudo-headers, which are ignored like `Host`.
+fn check_target_form<B>(request: &Request<B>) -> Result<(), GatewayError> {
+    let uri = request.uri();
+    let absolute = uri.scheme().is_some() || uri.authority().is_some();
+    if absolute && request.version() != Version::HTTP_2 {
+        return Err(GatewayError::new(
+            ErrorCode::BadRequest,
+            "absolute-form request targets are refused: this gateway is not a forward proxy",
+        ));
+    }
+    Ok(())
+}
+
+fn origin_form(path: &str, query: Option<&str>) -> Result<Uri, GatewayError> {
+    let target = match query {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    target
+        .parse::<Uri>()
+        .map_err(|_| GatewayError::new(ErrorCode::BadRequest, "malformed request target"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn policy() -> AdmissionPolicy {
+        let net = |s: &str| s.parse::<IpNet>().unwrap_or_else(|_| IpNet::default());
+        AdmissionPolicy {
+            allow: vec![net("10.0.0.0/8"), net("127.0.0.0/8")],
+            routes: RouteTable::from_entries([
+                ("raas", "/raas/v2", None),
+                ("orders", "/raas/v2/orders", Some(vec![net("10.1.0.0/16")])),
+                ("admin", "/admin", Some(vec![net("10.9.0.0/16")])),
+            ]),
+            reject_browser_requests: true,
+        }
+    }
+
+    fn request(method: Method, target: &str, peer: &str) -> Request<()> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(target)
+            .body(())
+            .unwrap_or_default();
+        let peer: SocketAddr = format!("{peer}:40000")
+            .parse()
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+        request.extensions_mut().insert(PeerAddr(peer));
+        request
+    }
+
+    fn code(result: Result<Admitted, GatewayError>) -> Option<ErrorCode> {
+        result.err().map(|e| e.code)
+    }
+
+    #[test]
+    fn longest_prefix_wins_when_sources_admit() {
+        let policy = policy();
+        let mut req = request(Method::POST, "/raas/v2/orders?x=1", "10.1.2.3");
+        let admitted = policy.admit(&mut req).map(|a| a.route_name.to_string());
+        assert_eq!(admitted.as_deref(), Ok("orders"));
+        assert_eq!(req.uri().to_string(), "/raas/v2/orders?x=1");
+    }
+
+    #[test]
+    fn narrower_route_falls_back_to_wider_for_other_sources() {
+        let mut req = request(Method::GET, "/raas/v2/orders", "10.2.0.1");
+        let admitted = policy().admit(&mut req).map(|a| a.route_name.to_string());
+        assert_eq!(admitted.as_deref(), Ok("raas"));
+    }
+
+    #[test]
+    fn refusals() {
+        let policy = policy();
+        let cases = [
+            (
+                request(Method::GET, "/raas/v2/x", "192.168.1.1"),
+                ErrorCode::ForbiddenSource,
+            ),
+            (
+                request(Method::GET, "/admin/x", "10.1.1.1"),
+                ErrorCode::ForbiddenSource,
+            ),
+            (
+                request(Method::GET, "/nothing", "10.1.1.1"),
+                ErrorCode::NoRoute,
+            ),
+            (
+                request(Method::CONNECT, "/raas/v2", "10.1.1.1"),
+                ErrorCode::MethodNotAllowed,
+            ),
+            (
+                request(Method::TRACE, "/raas/v2", "10.1.1.1"),
+                ErrorCode::MethodNotAllowed,
+            ),
+            (
+                request(Method::GET, "http://evil.example/raas/v2", "10.1.1.1"),
+                ErrorCode::BadRequest,
+            ),
+            (
+                request(Method::GET, "/raas/v2/%2e%2e/%2e%2e/admin", "10.1.1.1"),
+                ErrorCode::ForbiddenSource,
+            ),
+            (
+                request(Method::GET, "/raas%2fv2", "10.1.1.1"),
+                ErrorCode::BadPath,
+            ),
+        ];
+        for (mut req, want) in cases {
+            let target = req.uri().to_string();
+            assert_eq!(code(policy.admit(&mut req)), Some(want), "{target}");
+        }
+    }
+
+    #[test]
+    fn traversal_cannot_reach_a_narrower_route() {
+        // `/raas/v2/x/../orders` normalises to the orders route, which this peer may not use,
+        // so it lands on the wider route exactly as the plain path would.
+        let mut req = request(Method::GET, "/raas/v2/x/%2e%2e/orders", "10.2.0.1");
+        let admitted = policy().admit(&mut req).map(|a| a.route_name.to_string());
+        assert_eq!(admitted.as_deref(), Ok("raas"));
+        assert_eq!(req.uri().path(), "/raas/v2/orders");
+    }
+
+    #[test]
+    fn browser_calls_are_refused() {
+        let mut req = request(Method::POST, "/raas/v2/orders", "10.2.0.1");
+        req.headers_mut().insert(
+            "origin",
+            http::HeaderValue::from_static("https://app.example"),
+        );
+        assert_eq!(
+            code(policy().admit(&mut req)),
+            Some(ErrorCode::BrowserRequest)
+        );
+    }
+}

@@ -1,0 +1,6 @@
+//! The inbound side: admission of callers, path normalisation, route selection, listener.
+pub mod admission;
+pub mod body;
+pub mod listener;
+pub mod path;
+pub mod route;

@@ -1,0 +1,190 @@
+//! THE request stack: every layer a request passes, in order, built in one place.
+//!
+//! Read top to bottom. Everything below `retry` happens once per attempt, so each attempt
+//! gets fresh credentials and its own timeout.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tower::util::{BoxCloneService, BoxCloneSyncService};
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+
+use crate::access_log::AccessLogLayer;
+use crate::auth::{AuthorizeLayer, Credentials, CredentialsSetupError};
+use crate::body::ResponseBody;
+use crate::config::{Config, ForwardedForMode, RouteConfig};
+use crate::error::{BoxError, ErrorCode, GatewayError};
+use crate::headers::{clean_request_headers, forwarded, CALLER_CREDENTIALS};
+use crate::inbound::admission::{AdmissionPolicy, Admitted};
+use crate::inbound::body::PrepareBodyLayer;
+use crate::inbound::route::RouteTable;
+use crate::request_id::RequestIdLayer;
+use crate::rescue::RescueLayer;
+use crate::retry::{RetryPolicy, RouteRetry};
+use crate::upstream::client::{build_client, Target, Upstream};
+use crate::upstream::timeout::AttemptTimeoutLayer;
+use crate::upstream::tls::TlsSetupError;
+
+/// The whole inbound service: never fails, every error is already an answer.
+pub type GatewayService = BoxCloneService<Request<Incoming>, Response<ResponseBody>, Infallible>;
+/// One route's part of the stack, from body preparation down to the upstream.
+type RouteService = BoxCloneSyncService<Request<Incoming>, Response<ResponseBody>, BoxError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("routes[{index}] ({route}): upstream TLS: {source}")]
+    Tls {
+        index: usize,
+        route: String,
+        source: TlsSetupError,
+    },
+    #[error("routes[{index}] ({route}): auth: {source}")]
+    Credentials {
+        index: usize,
+        route: String,
+        source: CredentialsSetupError,
+    },
+    #[error("routes[{index}] ({route}): upstream.url: {source}")]
+    Target {
+        index: usize,
+        route: String,
+        source: GatewayError,
+    },
+}
+
+/// Builds the service that answers every inbound request of one configuration.
+pub fn build(config: &Config) -> Result<GatewayService, BuildError> {
+    let routes = config
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(index, route)| route_stack(index, route, config.inbound.max_body_bytes))
+        .collect::<Result<Vec<_>, _>>()?;
+    let admission = AdmissionPolicy {
+        allow: config.inbound.allow.clone(),
+        routes: RouteTable::new(&config.routes),
+        reject_browser_requests: config.inbound.reject_browser_requests,
+    };
+    let forwarded_for = config.forwarded_for;
+    let service = ServiceBuilder::new()
+        // Caller credentials are marked sensitive before anything could record a header.
+        .layer(SetSensitiveRequestHeadersLayer::new(CALLER_CREDENTIALS))
+        // x-request-id in and out, so even refusals can be correlated.
+        .layer(RequestIdLayer)
+        // One event per request, after the error mapping so it sees the final status.
+        .layer(AccessLogLayer)
+        // The only place errors become answers.
+        .layer(RescueLayer)
+        // Beyond max_concurrent_requests answer 503 at once instead of queueing.
+        .load_shed()
+        .concurrency_limit(config.inbound.max_concurrent_requests)
+        // Who may call what: method, target form, path, source allowlist, route, browser.
+        .filter(move |mut request: Request<Incoming>| {
+            admission.admit(&mut request).map(|_| request)
+        })
+        // Nothing of the caller's that Tango must not see; X-Forwarded-For IP-only.
+        .map_request(move |request| hygiene(request, forwarded_for))
+        .service(Dispatch {
+            routes: Arc::new(routes),
+        });
+    Ok(BoxCloneService::new(service))
+}
+
+/// A route's stack: body, then retry; below retry, per attempt: credentials, timeout, send.
+fn route_stack(
+    index: usize,
+    route: &RouteConfig,
+    max_body_bytes: u64,
+) -> Result<RouteService, BuildError> {
+    let name = route.name.clone();
+    let upstream = &route.upstream;
+    let client = build_client(upstream).map_err(|source| BuildError::Tls {
+        index,
+        route: name.clone(),
+        source,
+    })?;
+    let credentials =
+        Credentials::from_config(&route.auth).map_err(|source| BuildError::Credentials {
+            index,
+            route: name.clone(),
+            source,
+        })?;
+    let strip = route.strip_prefix.then_some(route.path_prefix.as_str());
+    let target = Target::new(&upstream.url, strip).map_err(|source| BuildError::Target {
+        index,
+        route: name.clone(),
+        source,
+    })?;
+    let retry = Arc::new(RouteRetry::new(
+        Arc::from(name.as_str()),
+        route.retry.clone(),
+    ));
+    let service = ServiceBuilder::new()
+        // Size limit; the body is kept in memory only if a retry could resend it.
+        .layer(PrepareBodyLayer {
+            max_body_bytes,
+            buffer: route.retry.max_attempts > 1,
+            deadline: upstream.deadline,
+        })
+        .retry(RetryPolicy::new(retry))
+        // ── per attempt below ──
+        .layer(AuthorizeLayer::new(credentials))
+        .layer(AttemptTimeoutLayer::new(upstream.timeout))
+        .service(Upstream::new(client, target, upstream.body_timeout));
+    Ok(BoxCloneSyncService::new(service))
+}
+
+/// Header hygiene after admission: strip what callers may not send, write X-Forwarded-For.
+fn hygiene(mut request: Request<Incoming>, mode: ForwardedForMode) -> Request<Incoming> {
+    let peer = request.extensions().get::<Admitted>().map(|a| a.peer);
+    let headers = request.headers_mut();
+    clean_request_headers(headers);
+    match peer {
+        Some(peer) => forwarded::rewrite(headers, mode, peer),
+        // Unreachable after admission; fail safe by sending no forwarding header at all.
+        None => forwarded::rewrite(
+            headers,
+            ForwardedForMode::Remove,
+            std::net::IpAddr::from([0, 0, 0, 0]),
+        ),
+    }
+    request
+}
+
+/// Hands an admitted request to its route's stack.
+#[derive(Clone)]
+struct Dispatch {
+    routes: Arc<Vec<RouteService>>,
+}
+
+impl Service<Request<Incoming>> for Dispatch {
+    type Response = Response<ResponseBody>;
+    type Error = BoxError;
+    type Future = tower::util::Oneshot<RouteService, Request<Incoming>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        let index = request
+            .extensions()
+            .get::<Admitted>()
+            .map(|a| a.route_index)
+            .unwrap_or(usize::MAX);
+        match self.routes.get(index) {
+            Some(route) => route.clone().oneshot(request),
+            // Admission always sets a valid index; answer rather than panic if it did not.
+            None => BoxCloneSyncService::new(tower::service_fn(|_| async {
+                Err::<Response<ResponseBody>, BoxError>(
+                    GatewayError::new(ErrorCode::NoRoute, "no route for this path").into(),
+                )
+            }))
+            .oneshot(request),
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Sends one attempt to the upstream over a pooled, verified connection and hands back its
+//! answer with hop-by-hop headers removed and a stall guard on the body.
+//!
+//! Invariant: the request goes to the route's configured authority only, whatever the
+//! caller's `Host`; the answer's status, headers and bytes are Tango's own.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
+use http_body_util::BodyExt;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower::Service;
+use tower_http::timeout::TimeoutBody;
+
+use super::tls::{client_config, TlsSetupError};
+use crate::body::{Payload, ResponseBody};
+use crate::config::UpstreamConfig;
+use crate::context::RequestContext;
+use crate::error::{BoxError, ErrorCode, GatewayError};
+use crate::headers::hop_by_hop;
+
+/// Idle pooled connections are closed after this long (below typical ALB idle timeouts of
+/// 60 s, so the gateway, not the ALB, closes them and no request races a closing socket).
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
+
+pub type HttpsClient = Client<HttpsConnector<HttpConnector>, Payload>;
+
+/// Builds the pooled client of one upstream: keep-alive, ALPN h2/http1.1, verified TLS.
+pub fn build_client(upstream: &UpstreamConfig) -> Result<HttpsClient, TlsSetupError> {
+    let tls = client_config(&upstream.tls)?;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(upstream.connect_timeout));
+    http.set_nodelay(true);
+    http.set_keepalive(Some(TCP_KEEPALIVE));
+    let schemes = HttpsConnectorBuilder::new().with_tls_config(tls);
+    let https = if upstream.allow_insecure_upstream {
+        schemes
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http)
+    } else {
+        schemes
+            .https_only()
+            .enable_all_versions()
+            .wrap_connector(http)
+    };
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(https))
+}
+
+/// Where a route's requests go: scheme, authority and an optional base path.
+#[derive(Debug, Clone)]
+pub struct Target {
+    scheme: Scheme,
+    authority: Authority,
+    /// The upstream URL's path without trailing `/` (empty for `https://host`).
+    base_path: String,
+    /// The route prefix removed from the path when `strip_prefix` is set.
+    strip_prefix: Option<String>,
+}
+
+impl Target {
+    pub fn new(url: &Uri, strip_prefix: Option<&str>) -> Result<Self, GatewayError> {
+        let invalid = || GatewayError::new(ErrorCode::UpstreamUnreachable, "invalid upstream URL");
+        Ok(Target {
+            scheme: url.scheme().cloned().ok_or_else(invalid)?,
+            authority: url.authority().cloned().ok_or_else(invalid)?,
+            base_path: url.path().trim_end_matches('/').to_owned(),
+            strip_prefix: strip_prefix.filter(|p| *p != "/").map(str::to_owned),
+        })
+    }
+
+    /// The absolute upstream URI for an admitted origin-form request target.
+    pub fn uri_for(&self, origin: &Uri) -> Result<Uri, GatewayError> {
+        let mut path = origin.path();
+        if let Some(prefix) = &self.strip_prefix {
+            path = path.strip_prefix(prefix.as_str()).unwrap_or(path);
+        }
+        let path = if path.is_empty() { "/" } else { path };
+        let mut target = String::with_capacity(self.base_path.len() + path.len() + 32);
+        target.push_str(&self.base_path);
+        target.push_str(path);
+        if let Some(query) = origin.query() {
+            target.push('?');
+            target.push_str(query);
+        }
+        let path_and_query = PathAndQuery::try_from(target)
+            .map_err(|_| GatewayError::new(ErrorCode::BadRequest, "malformed request target"))?;
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| GatewayError::new(ErrorCode::BadRequest, "malformed request target"))
+    }
+}
+
+/// The innermost service of a route: one attempt, one upstream exchange.
+#[derive(Clone)]
+pub struct Upstream {
+    client: HttpsClient,
+    target: Arc<Target>,
+    body_timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(client: HttpsClient, target: Target, body_timeout: Duration) -> Self {
+        Upstream {
+            client,
+            target: Arc::new(target),
+            body_timeout,
+        }
+    }
+}
+
+impl Service<Request<Payload>> for Upstream {
+    type Response = Response<ResponseBody>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<Payload>) -> Self::Future {
+        let uri = match self.target.uri_for(request.uri()) {
+            Ok(uri) => uri,
+            Err(err) => return Box::pin(std::future::ready(Err(err.into()))),
+        };
+        *request.uri_mut() = uri;
+        // The client picks HTTP/1.1 or h2 per connection (ALPN); an inbound h2 request must
+        // not force h2 on an HTTP/1.1 upstream.
+        *request.version_mut() = Version::HTTP_11;
+        let context = request.extensions().get::<Arc<RequestContext>>().cloned();
+        let sent = self.client.request(request);
+        let body_timeout = self.body_timeout;
+        Box::pin(async move {
+            let response = sent.await?;
+            if let Some(context) = context {
+                context.set_upstream_status(response.status());
+            }
+            let (mut parts, body) = response.into_parts();
+            hop_by_hop::remove_from_response(&mut parts.headers);
+            // A body that stalls mid-stream ends with an error, which makes the server abort
+            // the caller's response: a truncated body, never a clean end (§9).
+            let body = TimeoutBody::new(body_timeout, body).boxed_unsync();
+            Ok(Response::from_parts(parts, body))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(url: &str, strip: Option<&str>) -> Option<Target> {
+        Target::new(&url.parse().ok()?, strip).ok()
+    }
+
+    fn uri_for(target: &Option<Target>, origin: &str) -> Option<String> {
+        let origin: Uri = origin.parse().ok()?;
+        target
+            .as_ref()?
+            .uri_for(&origin)
+            .ok()
+            .map(|u| u.to_string())
+    }
+
+    #[test]
+    fn authority_comes_from_the_upstream_url() {
+        let t = target("https://integration-api.tangocard.com", None);
+        assert_eq!(
+            uri_for(&t, "/raas/v2/catalogs?verbose=true").as_deref(),
+            Some("https://integration-api.tangocard.com/raas/v2/catalogs?verbose=true")
+        );
+    }
+
+    #[test]
+    fn base_path_and_strip_prefix() {
+        let t = target("https://api.example/base/", Some("/tango"));
+        assert_eq!(
+            uri_for(&t, "/tango/raas/v2").as_deref(),
+            Some("https://api.example/base/raas/v2")
+        );
+        assert_eq!(
+            uri_for(&t, "/tango").as_deref(),
+            Some("https://api.example/base/")
+        );
+    }
+}

@@ -1,0 +1,72 @@
+//! The per-attempt timeout: from sending the request until response headers (§6).
+//!
+//! Invariant: no attempt outlives `upstream.timeout`, nor the route's deadline when one is set.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::Request;
+use tower::{Layer, Service};
+
+use crate::error::{AttemptTimedOut, BoxError};
+use crate::retry::policy::Deadline;
+
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptTimeoutLayer {
+    timeout: Duration,
+}
+
+impl AttemptTimeoutLayer {
+    pub fn new(timeout: Duration) -> Self {
+        AttemptTimeoutLayer { timeout }
+    }
+}
+
+impl<S> Layer<S> for AttemptTimeoutLayer {
+    type Service = AttemptTimeout<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AttemptTimeout {
+            inner,
+            timeout: self.timeout,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AttemptTimeout<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S, B> Service<Request<B>> for AttemptTimeout<S>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let limit = match request.extensions().get::<Deadline>() {
+            Some(Deadline(deadline)) => self
+                .timeout
+                .min(deadline.saturating_duration_since(Instant::now())),
+            None => self.timeout,
+        };
+        let attempt = self.inner.call(request);
+        Box::pin(async move {
+            match tokio::time::timeout(limit, attempt).await {
+                Ok(result) => result.map_err(Into::into),
+                Err(_elapsed) => Err(AttemptTimedOut.into()),
+            }
+        })
+    }
+}
