@@ -16,9 +16,15 @@ use tokio_rustls::TlsConnector;
 use super::*;
 use crate::pki::{Ca, ClientSpec, DevPki};
 
+mod tls;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-fn client_config(pki: &DevPki, client: Option<&CertifiedMaterial>, h2: bool) -> ClientConfig {
+pub(super) fn client_config(
+    pki: &DevPki,
+    client: Option<&CertifiedMaterial>,
+    h2: bool,
+) -> ClientConfig {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = RootCertStore::empty();
     roots.add(pki.ca.cert().cert_der.clone()).unwrap();
@@ -40,7 +46,7 @@ fn client_config(pki: &DevPki, client: Option<&CertifiedMaterial>, h2: bool) -> 
     config
 }
 
-async fn send(
+pub(super) async fn send(
     fake: &FakeTango,
     config: ClientConfig,
     request: Request<Full<Bytes>>,
@@ -67,7 +73,7 @@ async fn send(
     Ok(Response::from_parts(parts, body))
 }
 
-fn get(path: &str) -> Request<Full<Bytes>> {
+pub(super) fn get(path: &str) -> Request<Full<Bytes>> {
     Request::get(path)
         .header("host", "localhost")
         .body(Full::default())
@@ -120,7 +126,7 @@ async fn h2_is_negotiated_by_alpn() {
     assert_eq!(fake.received()[0].version, Version::HTTP_2);
 }
 
-async fn wait_failed_handshakes(fake: &FakeTango, n: usize) {
+pub(super) async fn wait_failed_handshakes(fake: &FakeTango, n: usize) {
     for _ in 0..100 {
         if fake.failed_handshakes() >= n {
             return;
