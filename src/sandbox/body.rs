@@ -1,0 +1,92 @@
+//! The response body of the fake: whole, or a prefix followed by a stall.
+//!
+//! Invariant: a stalling body declares its full length but never delivers it; it ends with an
+//! error (never a clean end) when the fake shuts down, so a client sees a truncated body.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+type Until = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Body of every response the fake sends.
+pub struct FakeBody(Kind);
+
+enum Kind {
+    Full(Option<Bytes>),
+    Stalling {
+        prefix: Option<Bytes>,
+        total: u64,
+        until: Until,
+    },
+}
+
+impl FakeBody {
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        FakeBody(Kind::Full(Some(bytes.into())))
+    }
+
+    /// Sends `prefix`, then nothing until `until` completes, then fails; `total` is the
+    /// announced length (larger than the prefix, so the client waits for more).
+    pub fn stalling(prefix: Bytes, total: u64, until: Until) -> Self {
+        FakeBody(Kind::Stalling {
+            prefix: Some(prefix),
+            total,
+            until,
+        })
+    }
+}
+
+impl FakeBody {
+    /// The bytes of a whole body not yet sent; `None` for a stalling one.
+    pub fn into_full(self) -> Option<Bytes> {
+        match self.0 {
+            Kind::Full(bytes) => bytes,
+            Kind::Stalling { .. } => None,
+        }
+    }
+}
+
+impl From<&'static str> for FakeBody {
+    fn from(text: &'static str) -> Self {
+        FakeBody::full(text)
+    }
+}
+
+impl Body for FakeBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match &mut self.get_mut().0 {
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Stalling { prefix, until, .. } => {
+                if let Some(prefix) = prefix.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(prefix))));
+                }
+                until.as_mut().poll(cx).map(|()| {
+                    Some(Err(std::io::Error::other(
+                        "fake tango: stalled body aborted",
+                    )))
+                })
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.0, Kind::Full(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Stalling { total, .. } => SizeHint::with_exact(*total),
+        }
+    }
+}

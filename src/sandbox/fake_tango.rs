@@ -1,0 +1,221 @@
+//! The fake's TLS listener: accepts connections, runs the mTLS handshake, serves HTTP/1.1 and h2.
+//!
+//! Invariant: no request reaches the handler without a completed handshake (with a trusted client
+//! certificate unless optional), and every connection task ends when the fake shuts down or is
+//! dropped.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::handler::{self, ConnInfo, State};
+use super::{FakeTangoOptions, Fault, RecordedRequest};
+
+/// A handshake slower than this is counted as failed (a client that connects and says nothing).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// State shared by the listener, every connection and the [`FakeTango`] handle.
+pub(super) struct Shared {
+    state: Mutex<State>,
+    pub(super) connections: AtomicUsize,
+    pub(super) failed_handshakes: AtomicUsize,
+    pub(super) basic_auth: Option<super::BasicCredentials>,
+    pub(super) shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// The lock is never held across an await; a poisoned lock still holds usable records.
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Completes when the fake shuts down (at once if it already has).
+    pub(super) async fn shut_down(&self) {
+        let mut rx = self.shutdown.clone();
+        // An error means the sender is gone, which only happens once the fake is dropped.
+        let _ = rx.wait_for(|down| *down).await;
+    }
+}
+
+/// A running fake Tango on `127.0.0.1:<port>`; shuts down when dropped.
+pub struct FakeTango {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    accept_task: JoinHandle<()>,
+}
+
+impl FakeTango {
+    /// Binds `127.0.0.1:0` and starts serving. Fails on a bad certificate, key or client CA.
+    pub async fn start(options: FakeTangoOptions) -> io::Result<FakeTango> {
+        let acceptor = TlsAcceptor::from(Arc::new(server_config(&options)?));
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            connections: AtomicUsize::new(0),
+            failed_handshakes: AtomicUsize::new(0),
+            basic_auth: options.basic_auth,
+            shutdown: shutdown_rx,
+        });
+        let accept_task = tokio::spawn(accept_loop(listener, acceptor, shared.clone()));
+        Ok(FakeTango {
+            addr,
+            shared,
+            shutdown,
+            accept_task,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `https://localhost:PORT` (the dev server certificate covers `localhost`).
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+
+    pub fn push_fault(&self, fault: Fault) {
+        self.shared.lock().push_fault(fault);
+    }
+
+    pub fn received(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().received.clone()
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.shared.lock().received.len()
+    }
+
+    /// Forgets recorded requests and pending faults (orders are kept).
+    pub fn clear(&self) {
+        let mut state = self.shared.lock();
+        state.received.clear();
+        state.faults.clear();
+    }
+
+    pub fn orders_created(&self) -> usize {
+        self.shared.lock().raas.orders_created()
+    }
+
+    pub fn connections_accepted(&self) -> usize {
+        self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    pub fn failed_handshakes(&self) -> usize {
+        self.shared.failed_handshakes.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting and ends every connection, hung or stalled ones included. Idempotent;
+    /// needs no runtime, so it is safe from `Drop`.
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+        // Aborting the accept loop drops its JoinSet, which aborts every connection task.
+        self.accept_task.abort();
+    }
+}
+
+impl Drop for FakeTango {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl std::fmt::Debug for FakeTango {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeTango")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+fn server_config(options: &FakeTangoOptions) -> io::Result<ServerConfig> {
+    let invalid =
+        |e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
+    // An explicit provider, so the fake works whether or not the caller installed a default.
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = RootCertStore::empty();
+    for ca in &options.client_ca {
+        roots.add(ca.clone()).map_err(|e| invalid(&e))?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let verifier = if options.require_client_cert {
+        verifier.build()
+    } else {
+        verifier.allow_unauthenticated().build()
+    }
+    .map_err(|e| invalid(&e))?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| invalid(&e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(options.server_chain.clone(), options.server_key.clone_key())
+        .map_err(|e| invalid(&e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    shared.connections.fetch_add(1, Ordering::Relaxed);
+                    connections.spawn(serve(tcp, peer, acceptor.clone(), shared.clone()));
+                }
+                // Out of file descriptors and the like: back off instead of spinning.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            },
+            // Reap finished connections so the set does not grow without bound.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+async fn serve(tcp: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor, shared: Arc<Shared>) {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(_)) | Err(_) => {
+            shared.failed_handshakes.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    let info = Arc::new(ConnInfo {
+        peer,
+        client_cn: tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| common_name(leaf)),
+    });
+    let service = service_fn(move |request| handler::handle(shared.clone(), info.clone(), request));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new());
+    builder.http2().timer(TokioTimer::new());
+    // Errors here are client disconnects or our own ResetAfterRead fault: nothing to report.
+    let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+}
+
+/// The subject CN of a DER certificate, if it parses and has one.
+fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
+}

@@ -1,0 +1,207 @@
+//! One request through the fake: record it, apply the ALB rule, then a pending fault, then
+//! Basic credentials, then the canned RaaS answer.
+//!
+//! Invariant: every request that completed the handshake is recorded, whatever happens next,
+//! and every answer the fake makes carries `x-fake-tango: 1`; input never causes a panic.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use secrecy::ExposeSecret;
+
+use super::body::FakeBody;
+use super::fake_tango::Shared;
+use super::raas::{self, Raas};
+use super::{alb, BasicCredentials, Fault, RecordedRequest, FAKE_TANGO_HEADER};
+
+/// Larger request bodies are refused; nothing Tango accepts comes close.
+const MAX_REQUEST_BODY: usize = 1024 * 1024;
+
+/// What the fake knows about a connection.
+#[derive(Debug)]
+pub(super) struct ConnInfo {
+    pub(super) peer: SocketAddr,
+    pub(super) client_cn: Option<String>,
+}
+
+/// Mutable state behind the fake's lock.
+#[derive(Debug, Default)]
+pub(super) struct State {
+    pub(super) received: Vec<RecordedRequest>,
+    /// Pending faults with how many more requests each applies to.
+    pub(super) faults: VecDeque<(Fault, usize)>,
+    pub(super) raas: Raas,
+}
+
+impl State {
+    pub(super) fn push_fault(&mut self, fault: Fault) {
+        let times = match fault {
+            Fault::Status { times, .. } => times,
+            _ => 1,
+        };
+        // `times: 0` would apply to no request: nothing to queue.
+        if times > 0 {
+            self.faults.push_back((fault, times));
+        }
+    }
+
+    fn next_fault(&mut self) -> Option<Fault> {
+        let (fault, remaining) = self.faults.front_mut()?;
+        let fault = fault.clone();
+        *remaining -= 1;
+        if *remaining == 0 {
+            self.faults.pop_front();
+        }
+        Some(fault)
+    }
+}
+
+/// Returned to hyper to drop the connection without an answer (the `ResetAfterRead` fault).
+#[derive(Debug, thiserror::Error)]
+#[error("fake tango: connection dropped on purpose")]
+pub(super) struct DropConnection;
+
+pub(super) async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    request: Request<Incoming>,
+) -> Result<Response<FakeBody>, DropConnection> {
+    let (parts, body) = request.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
+    let (body, too_large) = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+        Ok(collected) => (collected.to_bytes(), false),
+        Err(_) => (Bytes::new(), true),
+    };
+    let fault = {
+        let mut state = shared.lock();
+        state.received.push(RecordedRequest {
+            method: parts.method.clone(),
+            path_and_query: path.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            body: body.clone(),
+            client_cn: conn.client_cn.clone(),
+            peer: conn.peer,
+        });
+        if let Some(refused) = alb::check::<FakeBody>(&parts.headers) {
+            return Ok(mark(refused));
+        }
+        state.next_fault()
+    };
+    let mut stall_after = None;
+    match fault {
+        Some(Fault::Status {
+            status,
+            retry_after,
+            ..
+        }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut response = json(status, &raas::error_body(status, &path, "Injected fault."));
+            if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                response.headers_mut().insert(RETRY_AFTER, value);
+            }
+            return Ok(response);
+        }
+        Some(Fault::Hang) => {
+            shared.shut_down().await;
+            return Err(DropConnection);
+        }
+        Some(Fault::ResetAfterRead) => return Err(DropConnection),
+        Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
+        Some(Fault::StallBody { after_bytes }) => stall_after = Some(after_bytes),
+        None => {}
+    }
+    let response = if too_large {
+        let status = StatusCode::PAYLOAD_TOO_LARGE;
+        json(
+            status,
+            &raas::error_body(status, &path, "Request body too large."),
+        )
+    } else if !authorized(shared.basic_auth.as_ref(), &parts.headers) {
+        let status = StatusCode::UNAUTHORIZED;
+        let message = "Full authentication is required to access this resource.";
+        json(status, &raas::error_body(status, &path, message))
+    } else {
+        let answer = shared.lock().raas.answer(&parts.method, &path, &body);
+        json(answer.status, &answer.body)
+    };
+    Ok(match stall_after {
+        Some(after_bytes) => stall(response, after_bytes, shared),
+        None => response,
+    })
+}
+
+/// True when no credentials are expected, or `Authorization: Basic` carries exactly them.
+fn authorized(expected: Option<&BasicCredentials>, headers: &http::HeaderMap) -> bool {
+    let Some(expected) = expected else {
+        return true;
+    };
+    let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Some((scheme, encoded)) = value.trim().split_once(' ') else {
+        return false;
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return false;
+    }
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+        return false;
+    };
+    let Ok(text) = String::from_utf8(decoded) else {
+        return false;
+    };
+    text.split_once(':').is_some_and(|(user, password)| {
+        user == expected.username && password == expected.password.expose_secret()
+    })
+}
+
+fn json(status: StatusCode, body: &serde_json::Value) -> Response<FakeBody> {
+    let mut response = Response::new(FakeBody::full(body.to_string()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    mark(response)
+}
+
+fn mark(mut response: Response<FakeBody>) -> Response<FakeBody> {
+    response
+        .headers_mut()
+        .insert(FAKE_TANGO_HEADER, HeaderValue::from_static("1"));
+    response
+}
+
+/// Re-sends `response` with only `after_bytes` of its body, then a stall. The body is padded
+/// with JSON whitespace so there is always something left that never arrives.
+fn stall(
+    response: Response<FakeBody>,
+    after_bytes: usize,
+    shared: Arc<Shared>,
+) -> Response<FakeBody> {
+    let (mut parts, body) = response.into_parts();
+    let mut bytes = match body.into_full() {
+        Some(bytes) => bytes.to_vec(),
+        None => Vec::new(),
+    };
+    if bytes.len() <= after_bytes {
+        bytes.resize(after_bytes + 1, b' ');
+    }
+    let total = bytes.len() as u64;
+    bytes.truncate(after_bytes);
+    parts
+        .headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(total));
+    let until = Box::pin(async move { shared.shut_down().await });
+    Response::from_parts(parts, FakeBody::stalling(Bytes::from(bytes), total, until))
+}
