@@ -166,6 +166,23 @@ pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String>
     read_certs(path)
 }
 
+/// Reads a DPoP signing key: a P-256 private key in PKCS#8 PEM (what `dpop keygen` writes),
+/// checked by loading it with the aws-lc-rs provider that will sign the proofs.
+pub fn load_dpop_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    let key = PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| pem_problem("private key (PKCS#8 PEM)", path, e))?;
+    if !matches!(key, PrivateKeyDer::Pkcs8(_)) {
+        return Err("DPoP key must be PKCS#8 PEM (-----BEGIN PRIVATE KEY-----)".into());
+    }
+    let signing = rustls::crypto::aws_lc_rs::sign::any_ecdsa_type(&key)
+        .map_err(|_| "DPoP key must be an ECDSA P-256 key".to_string())?;
+    // Only a P-256 key can offer ES256 (ECDSA_NISTP256_SHA256).
+    signing
+        .choose_scheme(&[rustls::SignatureScheme::ECDSA_NISTP256_SHA256])
+        .ok_or_else(|| "DPoP key must be on curve P-256 (ES256)".to_string())?;
+    Ok(key)
+}
+
 #[cfg(test)]
 #[path = "load_tests.rs"]
 mod tests;

@@ -194,3 +194,24 @@ fn ca_file_needs_at_least_one_parseable_certificate() {
     );
     assert!(load_ca_file(&bad).unwrap_err().contains("cannot be parsed"));
 }
+
+#[test]
+fn dpop_key_must_be_p256_pkcs8() {
+    let dir = TempDir::new().unwrap();
+    let p256 = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let good = write(&dir, "good.pem", &p256.serialize_pem());
+    assert!(load_dpop_key(&good).is_ok());
+    let p384 = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+    let k384 = write(&dir, "p384.pem", &p384.serialize_pem());
+    assert!(load_dpop_key(&k384).unwrap_err().contains("P-256"));
+    let sec1 = write(
+        &dir,
+        "sec1.pem",
+        &pkcs8_inner_pem(&p256.serialize_der(), "EC PRIVATE KEY"),
+    );
+    assert!(load_dpop_key(&sec1).unwrap_err().contains("PKCS#8"));
+    let ed = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let ked = write(&dir, "ed.pem", &ed.serialize_pem());
+    assert!(load_dpop_key(&ked).is_err());
+    assert!(load_dpop_key(&dir.path().join("missing.pem")).is_err());
+}

@@ -8,7 +8,7 @@ mod load;
 
 pub use inspect::{key_strength_problem, KeyKind, MAX_VALIDITY_DAYS};
 pub use load::{
-    load_ca_file, load_client_identity, load_client_identity_detailed, IdentityFile,
+    load_ca_file, load_client_identity, load_client_identity_detailed, load_dpop_key, IdentityFile,
     IdentityProblem,
 };
 
