@@ -287,3 +287,7 @@ fn sorted(s: &Option<Vec<IpNet>>) -> Option<Vec<IpNet>> {
         v
     })
 }
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;
