@@ -119,14 +119,15 @@ fn oauth2(
                 );
             }
         }
-        Some(OAuthGrant::ClientCredentials) => {
-            if raw.username.is_some() || raw.password.is_some() || raw.password_file.is_some() {
-                p.add(
-                    key("username"),
-                    "username/password are only used with grant: password",
-                );
-            }
+        Some(OAuthGrant::ClientCredentials)
+            if raw.username.is_some() || raw.password.is_some() || raw.password_file.is_some() =>
+        {
+            p.add(
+                key("username"),
+                "username/password are only used with grant: password",
+            );
         }
+        Some(OAuthGrant::ClientCredentials) => {}
         None => {}
     }
     let audience = optional(p, &key("audience"), &raw.audience);

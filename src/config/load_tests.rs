@@ -1,5 +1,5 @@
 //! Loading: defaults, unknown keys, env overrides, interpolation, secrets, error shape.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
 

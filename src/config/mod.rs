@@ -10,9 +10,12 @@ mod net;
 mod raw;
 mod retry;
 mod route;
+mod summary;
 mod tls;
 mod validate;
 
+#[cfg(test)]
+mod example_tests;
 #[cfg(test)]
 mod test_support;
 
@@ -22,4 +25,5 @@ pub use interpolate::interpolate_str;
 pub use load::{load, load_with_env, ENV_PREFIX};
 pub use model::*;
 pub use net::{normalise_prefix, parse_cidr};
+pub use summary::summary;
 pub use validate::{DEFAULT_ADMIN_LISTEN, DEFAULT_ALLOW, DEFAULT_LISTEN};

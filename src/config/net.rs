@@ -93,6 +93,17 @@ pub fn normalise_prefix(s: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// `redis://user:pass@host/0` → `redis://***@host/0`, for printing a URL that may carry a
+/// password.
+pub fn redact_userinfo(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}***{}", &url[..scheme_end + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -136,6 +147,15 @@ mod tests {
         assert!(normalise_prefix("/raas/../admin").is_err());
         assert!(normalise_prefix("/raas/./v2").is_err());
         assert!(normalise_prefix("/raas%2fv2").is_err());
+    }
+
+    #[test]
+    fn userinfo_is_redacted() {
+        assert_eq!(
+            redact_userinfo("redis://u:p@r:6379/0"),
+            "redis://***@r:6379/0"
+        );
+        assert_eq!(redact_userinfo("redis://r:6379/0"), "redis://r:6379/0");
     }
 
     #[test]
