@@ -3,6 +3,15 @@
 //! Invariant: a `ClientIdentity` holds a chain whose leaf matches its key, with a key at least
 //! as strong as RSA-2048 / ECDSA P-256, currently valid, and valid ≤ 1 year unless allowed.
 
+mod inspect;
+mod load;
+
+pub use inspect::{key_strength_problem, KeyKind, MAX_VALIDITY_DAYS};
+pub use load::{
+    load_ca_file, load_client_identity, load_client_identity_detailed, load_dpop_key, IdentityFile,
+    IdentityProblem,
+};
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;

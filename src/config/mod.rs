@@ -1,3 +1,29 @@
 //! Configuration: the YAML schema of PRODUCT.md §3, loaded, interpolated and validated.
+mod auth;
+mod duration;
+mod errors;
+mod fields;
+mod interpolate;
+mod load;
 mod model;
+mod net;
+mod raw;
+mod retry;
+mod route;
+mod summary;
+mod tls;
+mod validate;
+
+#[cfg(test)]
+mod example_tests;
+#[cfg(test)]
+mod test_support;
+
+pub use duration::parse_duration;
+pub use errors::{ConfigErrors, ConfigProblem};
+pub use interpolate::interpolate_str;
+pub use load::{load, load_with_env, ENV_PREFIX};
 pub use model::*;
+pub use net::{normalise_prefix, parse_cidr};
+pub use summary::summary;
+pub use validate::{DEFAULT_ADMIN_LISTEN, DEFAULT_ALLOW, DEFAULT_LISTEN};

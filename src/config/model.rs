@@ -73,11 +73,26 @@ pub enum ForwardedForMode {
     Remove,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` is written by hand: a Redis URL may carry a password in its userinfo.
+#[derive(Clone, PartialEq, Eq)]
 pub enum TokenCacheConfig {
     Memory,
     File { path: PathBuf },
     Redis { url: String, key_prefix: String },
+}
+
+impl std::fmt::Debug for TokenCacheConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenCacheConfig::Memory => f.write_str("Memory"),
+            TokenCacheConfig::File { path } => f.debug_struct("File").field("path", path).finish(),
+            TokenCacheConfig::Redis { url, key_prefix } => f
+                .debug_struct("Redis")
+                .field("url", &super::net::redact_userinfo(url))
+                .field("key_prefix", key_prefix)
+                .finish(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

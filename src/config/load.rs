@@ -1,0 +1,111 @@
+//! Reading the file: YAML via the `config` crate, `TANGO_GATEWAY__` overrides, `${VAR}`
+//! interpolation, then the serde mirror with key paths on every parse error.
+//!
+//! Invariant: the raw config text and configured values never reach a message: the `config`
+//! crate's parse error carries only a position, serde messages are redacted.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::SystemTime;
+
+use config::{Environment, File, FileFormat};
+
+use super::errors::{redact_serde_message, ConfigErrors, Problems};
+use super::interpolate::interpolate_value;
+use super::model::Config;
+use super::raw::RawConfig;
+use super::validate::validate;
+
+pub const ENV_PREFIX: &str = "TANGO_GATEWAY";
+
+/// Keys whose `TANGO_GATEWAY__…` value is a comma-separated list (config's key form).
+const ENV_LIST_KEYS: [&str; 2] = ["inbound.allow", "retry.retry_on"];
+
+/// Loads and validates `path` with the process environment.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    load_with_env(path, &env)
+}
+
+/// Loads and validates `path`; `env` supplies both `TANGO_GATEWAY__` overrides and `${VAR}`s.
+pub fn load_with_env(path: &Path, env: &HashMap<String, String>) -> Result<Config, ConfigErrors> {
+    load_at(path, env, SystemTime::now())
+}
+
+pub(crate) fn load_at(
+    path: &Path,
+    env: &HashMap<String, String>,
+    now: SystemTime,
+) -> Result<Config, ConfigErrors> {
+    let fail = |problems: Problems| ConfigErrors {
+        file: path.to_path_buf(),
+        problems: problems.0,
+    };
+    let mut problems = Problems::default();
+    let raw =
+        read_raw(path, env, &mut problems).ok_or_else(|| fail(std::mem::take(&mut problems)))?;
+    match validate(raw, path, now, &mut problems) {
+        Some(config) if problems.len() == 0 => Ok(config),
+        _ => Err(fail(problems)),
+    }
+}
+
+/// The file merged with env overrides and interpolated, as the serde mirror. `None` when it
+/// cannot be read or parsed (the problems say why).
+fn read_raw(
+    path: &Path,
+    env: &HashMap<String, String>,
+    problems: &mut Problems,
+) -> Option<RawConfig> {
+    if let Err(e) = std::fs::metadata(path) {
+        problems.add("", format!("cannot read the configuration file: {e}"));
+        return None;
+    }
+    let mut environment = Environment::with_prefix(ENV_PREFIX)
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true)
+        .list_separator(",")
+        .source(Some(
+            env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        ));
+    for key in ENV_LIST_KEYS {
+        environment = environment.with_list_parse_key(key);
+    }
+    let merged = config::Config::builder()
+        .add_source(File::from(path).format(FileFormat::Yaml))
+        .add_source(environment)
+        .build()
+        .and_then(|c| c.try_deserialize::<serde_json::Value>());
+    let mut value = match merged {
+        Ok(v) => v,
+        Err(config::ConfigError::FileParse { cause, .. }) => {
+            problems.add(
+                "",
+                format!("invalid YAML: {}", redact_serde_message(&cause.to_string())),
+            );
+            return None;
+        }
+        Err(e) => {
+            problems.add("", redact_serde_message(&e.to_string()));
+            return None;
+        }
+    };
+    interpolate_value(&mut value, "", env, problems);
+    if problems.len() > 0 {
+        return None;
+    }
+    match serde_path_to_error::deserialize::<_, RawConfig>(value) {
+        Ok(raw) => Some(raw),
+        Err(e) => {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            problems.add(path, redact_serde_message(&e.inner().to_string()));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "load_tests.rs"]
+mod tests;

@@ -1,0 +1,257 @@
+//! The serde mirror of the YAML file (PRODUCT.md §3), before any validation.
+//!
+//! Invariants: every struct denies unknown keys, so a typo is an error naming its key path;
+//! almost every field is optional here so that a missing key becomes a validation problem
+//! (reported with all the others) rather than a parse error that stops at the first one.
+//! Nothing here is `Debug`-printed into a message: secrets are still plain strings at this stage.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+/// A scalar read as text. YAML and `try_parsing` env overrides turn `12345` or `true` into
+/// numbers and booleans; a string field accepts them as their text.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Text(pub String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Text, E> {
+                Ok(Text(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A list of scalars; a single scalar counts as a one-item list (an env override such as
+/// `TANGO_GATEWAY__RETRY__RETRY_ON=429` arrives as a number, not a list).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Texts(pub Vec<Text>);
+
+impl<'de> Deserialize<'de> for Texts {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Texts;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Texts, A::Error> {
+                let mut out = Vec::new();
+                while let Some(t) = seq.next_element::<Text>()? {
+                    out.push(t);
+                }
+                Ok(Texts(out))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Texts, E> {
+                Ok(Texts(vec![Text(v.to_string())]))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Texts, E> {
+                Ok(Texts(vec![Text(v.to_string())]))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Texts, E> {
+                Ok(Texts(vec![Text(v.to_string())]))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: Option<Text>,
+    pub admin: Option<RawAdmin>,
+    pub log: Option<RawLog>,
+    pub inbound: Option<RawInbound>,
+    pub forwarded_for: Option<RawForwardedFor>,
+    pub retry: Option<RawRetry>,
+    pub token_cache: Option<RawTokenCache>,
+    pub shutdown_grace: Option<Text>,
+    pub routes: Option<Vec<RawRoute>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<Text>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub format: Option<Text>,
+    pub level: Option<Text>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawInbound {
+    pub allow: Option<Texts>,
+    pub max_body_bytes: Option<u64>,
+    pub header_read_timeout: Option<Text>,
+    pub max_concurrent_requests: Option<usize>,
+    pub reject_browser_requests: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawForwardedFor {
+    pub mode: Option<Text>,
+    pub static_ip: Option<Text>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub max_attempts: Option<u32>,
+    pub initial_backoff: Option<Text>,
+    pub max_backoff: Option<Text>,
+    pub multiplier: Option<f64>,
+    pub jitter: Option<Text>,
+    pub retry_on: Option<Texts>,
+    pub budget_ratio: Option<f32>,
+    pub budget_min_per_sec: Option<u32>,
+    pub post_requires: Option<Text>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenCache {
+    pub store: Option<Text>,
+    pub path: Option<Text>,
+    pub url: Option<Text>,
+    pub key_prefix: Option<Text>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Option<Text>,
+    #[serde(rename = "match")]
+    pub matches: Option<RawMatch>,
+    pub strip_prefix: Option<bool>,
+    pub upstream: Option<RawUpstream>,
+    pub auth: Option<RawAuth>,
+    pub retry: Option<RawRetry>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub path_prefix: Option<Text>,
+    pub sources: Option<Texts>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub url: Option<Text>,
+    pub timeout: Option<Text>,
+    pub connect_timeout: Option<Text>,
+    pub body_timeout: Option<Text>,
+    pub deadline: Option<Text>,
+    pub allow_insecure_upstream: Option<bool>,
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub ca_file: Option<Text>,
+    pub client_cert_file: Option<Text>,
+    pub client_key_file: Option<Text>,
+    pub allow_long_validity: Option<bool>,
+}
+
+/// `auth: none` (a string) or a map with `basic` or `oauth2` (§9).
+pub enum RawAuth {
+    /// The string, kept to check it is exactly `none`.
+    Word(String),
+    Map(Box<RawAuthMap>),
+}
+
+impl<'de> Deserialize<'de> for RawAuth {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawAuth;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("the string `none`, or a map with `basic` or `oauth2`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawAuth, E> {
+                Ok(RawAuth::Word(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawAuth, A::Error> {
+                // Goes through the same MapAccess, so unknown keys keep their full key path.
+                RawAuthMap::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(|m| RawAuth::Map(Box::new(m)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthMap {
+    pub basic: Option<RawBasic>,
+    pub oauth2: Option<RawOAuth2>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasic {
+    pub username: Option<Text>,
+    pub password: Option<Text>,
+    pub password_file: Option<Text>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawOAuth2 {
+    pub token_url: Option<Text>,
+    pub grant: Option<Text>,
+    pub client_id: Option<Text>,
+    pub client_secret: Option<Text>,
+    pub client_secret_file: Option<Text>,
+    pub username: Option<Text>,
+    pub password: Option<Text>,
+    pub password_file: Option<Text>,
+    pub audience: Option<Text>,
+    pub scope: Option<Text>,
+    pub client_auth: Option<Text>,
+    pub refresh_at: Option<f64>,
+    pub dpop: Option<RawDpop>,
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawDpop {
+    pub key_file: Option<Text>,
+    pub ephemeral: Option<bool>,
+}

@@ -1,0 +1,178 @@
+//! The `check` summary: what each route will do, and each client certificate's identity and
+//! expiry.
+//!
+//! Invariant: built only from non-secret fields; secrets are `SecretString` and never exposed
+//! here, and a Redis URL is printed without its userinfo (it may carry a password).
+
+use std::fmt::Write;
+use std::time::{Duration, SystemTime};
+
+use super::model::{
+    AuthConfig, ClientAuthMethod, Config, DpopKeyConfig, ForwardedForMode, Jitter, OAuthGrant,
+    PostRequires, RetryConfig, TlsConfig, TokenCacheConfig,
+};
+use super::net::redact_userinfo;
+
+pub fn summary(config: &Config, now: SystemTime) -> String {
+    let mut s = String::new();
+    // Writing to a String cannot fail; the results are ignored on purpose.
+    let _ = write_summary(&mut s, config, now);
+    s
+}
+
+fn write_summary(s: &mut String, c: &Config, now: SystemTime) -> std::fmt::Result {
+    writeln!(s, "config: {}", c.source.display())?;
+    writeln!(s, "listen: {}  admin: {}", c.listen, c.admin.listen)?;
+    let allow: Vec<String> = c.inbound.allow.iter().map(ToString::to_string).collect();
+    writeln!(s, "inbound allow: [{}]", allow.join(", "))?;
+    let xff = match c.forwarded_for {
+        ForwardedForMode::Peer => "peer".to_string(),
+        ForwardedForMode::Append => "append".to_string(),
+        ForwardedForMode::Static(ip) => format!("static {ip}"),
+        ForwardedForMode::Remove => "remove".to_string(),
+    };
+    writeln!(s, "x-forwarded-for: {xff}")?;
+    let cache = match &c.token_cache {
+        TokenCacheConfig::Memory => "memory".to_string(),
+        TokenCacheConfig::File { path } => format!("file {}", path.display()),
+        TokenCacheConfig::Redis { url, key_prefix } => {
+            format!("redis {} (key prefix {key_prefix})", redact_userinfo(url))
+        }
+    };
+    writeln!(s, "token cache: {cache}")?;
+    for r in &c.routes {
+        writeln!(s, "route {}:", r.name)?;
+        let sources = r.sources.as_ref().map_or("inbound.allow".to_string(), |v| {
+            v.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
+        writeln!(s, "  path prefix: {} (sources: {sources})", r.path_prefix)?;
+        writeln!(s, "  upstream: {}", r.upstream.url)?;
+        let u = &r.upstream;
+        writeln!(
+            s,
+            "  timeouts: connect {}, headers {}, body idle {}, deadline {}",
+            human(u.connect_timeout),
+            human(u.timeout),
+            human(u.body_timeout),
+            u.deadline.map_or("none".to_string(), human)
+        )?;
+        write_auth(s, &r.auth, now)?;
+        writeln!(s, "  retry: {}", retry(&r.retry))?;
+        write_tls(s, "upstream tls", &u.tls, now)?;
+    }
+    Ok(())
+}
+
+fn write_auth(s: &mut String, auth: &AuthConfig, now: SystemTime) -> std::fmt::Result {
+    match auth {
+        AuthConfig::None => writeln!(s, "  auth: none"),
+        AuthConfig::Basic(b) => writeln!(s, "  auth: basic (username {})", b.username),
+        AuthConfig::OAuth2(o) => {
+            let grant = match o.grant {
+                OAuthGrant::ClientCredentials => "client_credentials",
+                OAuthGrant::Password => "password",
+            };
+            let client_auth = match o.client_auth {
+                ClientAuthMethod::Post => "post",
+                ClientAuthMethod::Basic => "basic",
+            };
+            writeln!(s, "  auth: oauth2")?;
+            writeln!(s, "    token url: {}", o.token_url)?;
+            writeln!(
+                s,
+                "    grant: {grant}, client id: {}, client auth: {client_auth}",
+                o.client_id
+            )?;
+            if let Some(u) = &o.username {
+                writeln!(s, "    service account: {u}")?;
+            }
+            writeln!(
+                s,
+                "    audience: {}, scope: {}, refresh at: {}",
+                o.audience.as_deref().unwrap_or("-"),
+                o.scope.as_deref().unwrap_or("-"),
+                o.refresh_at
+            )?;
+            let dpop = match &o.dpop {
+                None => "off".to_string(),
+                Some(DpopKeyConfig::Ephemeral) => "ephemeral".to_string(),
+                Some(DpopKeyConfig::KeyFile(p)) => format!("key file {}", p.display()),
+            };
+            writeln!(s, "    dpop: {dpop}")?;
+            write_tls(s, "  token endpoint tls", &o.tls, now)
+        }
+    }
+}
+
+fn write_tls(s: &mut String, label: &str, tls: &TlsConfig, now: SystemTime) -> std::fmt::Result {
+    if let Some(ca) = &tls.ca_file {
+        writeln!(
+            s,
+            "  {label}: extra CA file {} ({} certificates)",
+            ca.display(),
+            tls.extra_roots.len()
+        )?;
+    }
+    if let Some(id) = &tls.client_identity {
+        let c = &id.summary;
+        writeln!(
+            s,
+            "  {label}: client certificate {}",
+            id.cert_file.display()
+        )?;
+        writeln!(s, "    subject: {}", c.subject)?;
+        writeln!(s, "    issuer: {}", c.issuer)?;
+        writeln!(s, "    key: {} ({} bits)", c.key_type, c.key_bits)?;
+        writeln!(
+            s,
+            "    not after: {} ({} days left)",
+            humantime::format_rfc3339_seconds(c.not_after),
+            c.days_left(now)
+        )?;
+    }
+    Ok(())
+}
+
+fn retry(r: &RetryConfig) -> String {
+    let mut on: Vec<String> = Vec::new();
+    for (set, name) in [
+        (r.retry_on.connect_failure, "connect_failure"),
+        (r.retry_on.timeout, "timeout"),
+        (r.retry_on.reset, "reset"),
+    ] {
+        if set {
+            on.push(name.to_string());
+        }
+    }
+    on.extend(r.retry_on.statuses.iter().map(ToString::to_string));
+    let jitter = match r.jitter {
+        Jitter::Full => "full",
+        Jitter::None => "none",
+    };
+    let post = match r.post_requires {
+        PostRequires::ExternalRefId => "external_ref_id",
+        PostRequires::IdempotencyKey => "idempotency_key",
+        PostRequires::Never => "never",
+    };
+    format!(
+        "max {} attempts, backoff {}..{} x{} jitter {jitter}, on [{}], budget {} (min {}/s), POST requires {post}",
+        r.max_attempts,
+        human(r.initial_backoff),
+        human(r.max_backoff),
+        r.multiplier,
+        on.join(", "),
+        r.budget_ratio,
+        r.budget_min_per_sec
+    )
+}
+
+fn human(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+#[cfg(test)]
+#[path = "summary_tests.rs"]
+mod tests;
