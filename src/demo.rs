@@ -8,7 +8,7 @@
 use std::fs::DirBuilder;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{anyhow, Context};
 use bytes::Bytes;
@@ -18,10 +18,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::app::{self, Running};
+use crate::body::Payload;
 use crate::config::{self, LogFormat};
 use crate::pki::{write_new_file, DevPki, KEY_FILE_MODE};
 use crate::sandbox::{FakeTango, FakeTangoOptions, Fault, FAKE_TANGO_HEADER};
 use crate::telemetry;
+use crate::upstream::client::{build_client, HttpsClient};
 
 const PLATFORM_NAME: &str = "demo-platform";
 /// Fixed ports for `--serve`, so the printed curl commands work as written.
@@ -57,6 +59,8 @@ struct Demo {
     fake: FakeTango,
     gateway: Running,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    /// The gateway's own mTLS client, used once to show what Tango's edge does without it.
+    direct: HttpsClient,
 }
 
 pub async fn run(serve: bool) -> anyhow::Result<()> {
@@ -106,6 +110,11 @@ impl Demo {
         )
         .context("writing the gateway config")?;
         let config = config::load(&config_file).map_err(|errors| anyhow!("{errors}"))?;
+        let direct = config
+            .routes
+            .first()
+            .map(|route| build_client(&route.upstream))
+            .ok_or_else(|| anyhow!("the demo config has no route"))??;
         let gateway = app::start(config).await.context("starting the gateway")?;
         step(&format!(
             "Gateway listening on http://{} (admin http://{}), config {}",
@@ -119,6 +128,7 @@ impl Demo {
             fake,
             gateway,
             client,
+            direct,
         })
     }
 
@@ -170,6 +180,20 @@ impl Demo {
         ));
 
         step("2. X-Forwarded-For with a port: Tango's ALB answers 403 to `ip:port`; the gateway sends IPs only.");
+        let direct = Request::get(format!("{}/raas/v2/customers", self.fake.url()))
+            .header("x-forwarded-for", "203.0.113.42:54321")
+            .body(Payload::Empty)?;
+        let response = self.direct.request(direct).await?;
+        let server = response
+            .headers()
+            .get("server")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned();
+        detail(&format!(
+            "sent straight to Tango's edge with that header: {} from `Server: {server}` (an HTML page, not a credentials error)",
+            response.status()
+        ));
         self.fake.clear();
         let (status, headers, body) = self
             .call(
@@ -351,6 +375,3 @@ fn expect(condition: bool, what: &str) -> anyhow::Result<()> {
         Err(anyhow!("demo expectation failed: {what}"))
     }
 }
-
-/// How long the tour may take at most; a hung demo is a failed demo.
-pub const TOUR_LIMIT: Duration = Duration::from_secs(60);
