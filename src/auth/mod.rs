@@ -8,6 +8,7 @@ pub mod basic;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::AUTHORIZATION;
@@ -19,11 +20,12 @@ use crate::error::BoxError;
 pub use basic::BasicCredentials;
 
 /// What a route authenticates with. New kinds (OAuth 2.0, DPoP) are new variants whose
-/// `authorize` may await a token; the pipeline around them does not change.
+/// `authorize` may await a token; the pipeline around them does not change. Cloned per
+/// request with the route's stack, so each variant holds an `Arc`.
 #[derive(Debug, Clone)]
 pub enum Credentials {
     None,
-    Basic(BasicCredentials),
+    Basic(Arc<BasicCredentials>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +40,9 @@ impl Credentials {
     pub fn from_config(config: &AuthConfig) -> Result<Self, CredentialsSetupError> {
         match config {
             AuthConfig::None => Ok(Credentials::None),
-            AuthConfig::Basic(basic) => Ok(Credentials::Basic(BasicCredentials::new(basic)?)),
+            AuthConfig::Basic(basic) => {
+                Ok(Credentials::Basic(Arc::new(BasicCredentials::new(basic)?)))
+            }
             AuthConfig::OAuth2(_) => Err(CredentialsSetupError::OAuthUnavailable),
         }
     }
