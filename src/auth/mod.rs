@@ -5,6 +5,7 @@
 //! removed by hygiene before this layer.
 
 pub mod basic;
+pub mod dpop;
 
 use std::future::Future;
 use std::pin::Pin;

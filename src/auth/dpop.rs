@@ -1,0 +1,311 @@
+//! DPoP proofs (RFC 9449): a fresh signed JWT per HTTP request that binds the access token
+//! to a key only the gateway holds.
+//!
+//! Invariants: ES256 over P-256 only; the header's `jwk` carries the public key alone
+//! (`kty`, `crv`, `x`, `y`); every proof has its own UUID v4 `jti`; `htu` never carries a
+//! query or fragment; `ath` is present exactly when an access token is being presented.
+//! Signing is delegated to `jsonwebtoken` (aws-lc-rs backend) rather than hand-rolled.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use http::{HeaderValue, Method, Uri};
+use jsonwebtoken::jwk::{CommonParameters, Jwk, ThumbprintHash};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::Serialize;
+
+/// `typ` of a DPoP proof JWT (RFC 9449 §4.2).
+pub const PROOF_TYP: &str = "dpop+jwt";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DpopError {
+    #[error("the DPoP key is not a usable P-256 PKCS#8 key")]
+    InvalidKey,
+    #[error("cannot generate an ephemeral DPoP key")]
+    Generate,
+    #[error("cannot sign a DPoP proof")]
+    Sign,
+    #[error("the request URI has no scheme or authority, so it cannot be a DPoP `htu`")]
+    RelativeUri,
+}
+
+/// A P-256 key that signs DPoP proofs. `Debug` shows the thumbprint only.
+pub struct DpopKey {
+    signing: EncodingKey,
+    public_jwk: Jwk,
+    thumbprint: String,
+}
+
+impl std::fmt::Debug for DpopKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DpopKey")
+            .field("thumbprint", &self.thumbprint)
+            .field("private_key", &"[redacted]")
+            .finish()
+    }
+}
+
+#[derive(Serialize)]
+struct ProofClaims<'a> {
+    jti: String,
+    htm: &'a str,
+    htu: String,
+    iat: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ath: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<&'a str>,
+}
+
+impl DpopKey {
+    /// From a PKCS#8 DER P-256 private key (as read from `dpop.key_file`).
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, DpopError> {
+        let signing = EncodingKey::from_ec_der(der);
+        let mut public_jwk = Jwk::from_encoding_key(&signing, Algorithm::ES256)
+            .map_err(|_| DpopError::InvalidKey)?;
+        // The proof's `jwk` is the bare public key: no `alg`, `kid` or `use`.
+        public_jwk.common = CommonParameters::default();
+        let thumbprint = public_jwk
+            .thumbprint(ThumbprintHash::SHA256)
+            .map_err(|_| DpopError::InvalidKey)?;
+        Ok(DpopKey {
+            signing,
+            public_jwk,
+            thumbprint,
+        })
+    }
+
+    /// A new key held in memory only (`dpop.ephemeral: true`).
+    pub fn generate() -> Result<Self, DpopError> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|_| DpopError::Generate)?;
+        Self::from_pkcs8_der(&key.serialize_der())
+    }
+
+    /// RFC 7638 JWK SHA-256 thumbprint (base64url), the `cnf.jkt` a bound token carries.
+    pub fn thumbprint(&self) -> &str {
+        &self.thumbprint
+    }
+
+    pub fn public_jwk(&self) -> &Jwk {
+        &self.public_jwk
+    }
+
+    /// Signs a proof for one HTTP request. `access_token` is given on API calls (adds
+    /// `ath`), not on the token request; `nonce` when the server has supplied one.
+    pub fn proof(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        access_token: Option<&str>,
+        nonce: Option<&str>,
+        now: SystemTime,
+    ) -> Result<HeaderValue, DpopError> {
+        let mut header = Header::new(Algorithm::ES256);
+        header.typ = Some(PROOF_TYP.to_owned());
+        header.jwk = Some(self.public_jwk.clone());
+        let claims = ProofClaims {
+            jti: uuid::Uuid::new_v4().to_string(),
+            htm: method.as_str(),
+            htu: htu(uri)?,
+            iat: now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            ath: access_token.map(access_token_hash),
+            nonce,
+        };
+        let jwt =
+            jsonwebtoken::encode(&header, &claims, &self.signing).map_err(|_| DpopError::Sign)?;
+        let mut value = HeaderValue::try_from(jwt).map_err(|_| DpopError::Sign)?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+}
+
+/// `htu`: scheme, authority and path of the request URI, without query and fragment.
+pub fn htu(uri: &Uri) -> Result<String, DpopError> {
+    let scheme = uri.scheme_str().ok_or(DpopError::RelativeUri)?;
+    let authority = uri.authority().ok_or(DpopError::RelativeUri)?;
+    Ok(format!("{scheme}://{authority}{}", uri.path()))
+}
+
+/// `ath`: base64url (no padding) of the SHA-256 of the access token's ASCII bytes.
+pub fn access_token_hash(token: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The proofs are checked here without `jsonwebtoken`: the JWS is split and decoded by
+    //! hand, the signature verified with aws-lc-rs from the `jwk` coordinates, and the
+    //! thumbprint recomputed from RFC 7638's canonical JSON.
+    use super::*;
+    use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
+    use serde_json::Value;
+    use std::collections::HashSet;
+
+    fn decode_part(part: &str) -> Value {
+        URL_SAFE_NO_PAD
+            .decode(part)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    /// Verifies a compact JWS independently; returns (header, claims) when valid.
+    fn verify(proof: &HeaderValue) -> Option<(Value, Value)> {
+        let text = proof.to_str().ok()?;
+        let parts: Vec<&str> = text.split('.').collect();
+        if parts.len() != 3 {
+            return None;
+        }
+        let header = decode_part(parts[0]);
+        let claims = decode_part(parts[1]);
+        let jwk = header.get("jwk")?;
+        let x = URL_SAFE_NO_PAD.decode(jwk.get("x")?.as_str()?).ok()?;
+        let y = URL_SAFE_NO_PAD.decode(jwk.get("y")?.as_str()?).ok()?;
+        let mut point = vec![0x04];
+        point.extend_from_slice(&x);
+        point.extend_from_slice(&y);
+        let signature = URL_SAFE_NO_PAD.decode(parts[2]).ok()?;
+        let signing_input = format!("{}.{}", parts[0], parts[1]);
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point)
+            .verify(signing_input.as_bytes(), &signature)
+            .ok()?;
+        Some((header, claims))
+    }
+
+    fn key() -> Option<DpopKey> {
+        DpopKey::generate().ok()
+    }
+
+    fn uri(s: &str) -> Uri {
+        s.parse().unwrap_or_default()
+    }
+
+    #[test]
+    fn proof_verifies_and_carries_every_claim() {
+        let Some(key) = key() else {
+            panic!("key generation failed")
+        };
+        let now = SystemTime::now();
+        let proof = key
+            .proof(
+                &Method::GET,
+                &uri("https://api.example/raas/v2/catalogs?verbose=true#x"),
+                Some("tok-123"),
+                Some("n-1"),
+                now,
+            )
+            .ok();
+        let Some((header, claims)) = proof.as_ref().and_then(verify) else {
+            panic!("proof does not verify")
+        };
+        assert!(proof.is_some_and(|p| p.is_sensitive()));
+        assert_eq!(header["typ"], "dpop+jwt");
+        assert_eq!(header["alg"], "ES256");
+        let jwk_keys: HashSet<&str> = header["jwk"]
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        assert_eq!(jwk_keys, HashSet::from(["kty", "crv", "x", "y"]));
+        assert_eq!(claims["htm"], "GET");
+        assert_eq!(claims["htu"], "https://api.example/raas/v2/catalogs");
+        assert_eq!(claims["nonce"], "n-1");
+        let iat = claims["iat"].as_u64().unwrap_or(0);
+        let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        assert_eq!(iat, now_secs);
+        assert!(claims["jti"]
+            .as_str()
+            .and_then(|j| uuid::Uuid::parse_str(j).ok())
+            .is_some());
+        // ath recomputed from the definition: base64url(SHA-256("tok-123")).
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"tok-123");
+        assert_eq!(claims["ath"], URL_SAFE_NO_PAD.encode(digest.as_ref()));
+    }
+
+    #[test]
+    fn token_request_proof_has_no_ath_and_no_nonce_unless_given() {
+        let Some(key) = key() else {
+            panic!("key generation failed")
+        };
+        let proof = key
+            .proof(
+                &Method::POST,
+                &uri("https://auth.example/oauth/token"),
+                None,
+                None,
+                SystemTime::now(),
+            )
+            .ok();
+        let Some((_, claims)) = proof.as_ref().and_then(verify) else {
+            panic!("proof does not verify")
+        };
+        assert_eq!(claims["htm"], "POST");
+        assert!(claims.get("ath").is_none());
+        assert!(claims.get("nonce").is_none());
+    }
+
+    #[test]
+    fn every_proof_has_a_new_jti() {
+        let Some(key) = key() else {
+            panic!("key generation failed")
+        };
+        let target = uri("https://api.example/raas/v2/orders");
+        let jtis: HashSet<String> = (0..50)
+            .filter_map(|_| {
+                key.proof(&Method::POST, &target, Some("t"), None, SystemTime::now())
+                    .ok()
+            })
+            .filter_map(|p| verify(&p))
+            .filter_map(|(_, claims)| claims["jti"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(jtis.len(), 50);
+    }
+
+    #[test]
+    fn thumbprint_follows_rfc_7638() {
+        let Some(key) = key() else {
+            panic!("key generation failed")
+        };
+        let jwk = serde_json::to_value(key.public_jwk()).unwrap_or(Value::Null);
+        // RFC 7638 §3.2: required members only, lexicographic order, no whitespace.
+        let canonical = format!(
+            r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
+            jwk["crv"].as_str().unwrap_or(""),
+            jwk["x"].as_str().unwrap_or(""),
+            jwk["y"].as_str().unwrap_or("")
+        );
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
+        assert_eq!(key.thumbprint(), URL_SAFE_NO_PAD.encode(digest.as_ref()));
+        assert_eq!(jwk["crv"], "P-256");
+    }
+
+    #[test]
+    fn debug_shows_no_key_material() {
+        let Some(key) = key() else {
+            panic!("key generation failed")
+        };
+        let text = format!("{key:?}");
+        assert!(text.contains(key.thumbprint()));
+        assert!(!text.contains("\"d\""));
+    }
+
+    #[test]
+    fn relative_uri_is_refused_and_garbage_key_rejected() {
+        let Some(key) = key() else {
+            panic!("key generation failed")
+        };
+        assert!(matches!(
+            key.proof(
+                &Method::GET,
+                &uri("/relative"),
+                None,
+                None,
+                SystemTime::now()
+            ),
+            Err(DpopError::RelativeUri)
+        ));
+        assert!(DpopKey::from_pkcs8_der(b"not a key").is_err());
+    }
+}
