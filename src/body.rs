@@ -4,14 +4,16 @@
 //! (`Payload::Buffered`); otherwise it streams, with the size limit enforced as it flows.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full, Limited};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 
-use crate::error::BoxError;
+use crate::error::{find_cause, BoxError};
 
 /// Every response body the gateway sends: Tango's streamed through, or its own JSON.
 pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -36,7 +38,13 @@ pub enum Payload {
         sent: bool,
     },
     /// Streamed from the caller; can be sent once only.
-    Streaming(Limited<Incoming>),
+    Streaming {
+        body: Limited<Incoming>,
+        /// Set when the stream passed the size limit. The limit error itself may not survive
+        /// the trip through the client (h2 turns it into a stream reset), so it is recorded
+        /// here for the layer that answers 413.
+        overflow: Arc<AtomicBool>,
+    },
 }
 
 impl Payload {
@@ -56,7 +64,7 @@ impl Payload {
                 bytes: bytes.clone(),
                 sent: false,
             }),
-            Payload::Streaming(_) => None,
+            Payload::Streaming { .. } => None,
         }
     }
 
@@ -87,7 +95,15 @@ impl Body for Payload {
                     Poll::Ready(Some(Ok(Frame::data(bytes.clone()))))
                 }
             }
-            Payload::Streaming(body) => Pin::new(body).poll_frame(cx),
+            Payload::Streaming { body, overflow } => {
+                let polled = Pin::new(body).poll_frame(cx);
+                if let Poll::Ready(Some(Err(err))) = &polled {
+                    if find_cause::<LengthLimitError>(&**err).is_some() {
+                        overflow.store(true, Ordering::Release);
+                    }
+                }
+                polled
+            }
         }
     }
 
@@ -95,7 +111,7 @@ impl Body for Payload {
         match self {
             Payload::Empty => true,
             Payload::Buffered { sent, .. } => *sent,
-            Payload::Streaming(body) => body.is_end_stream(),
+            Payload::Streaming { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -105,7 +121,7 @@ impl Body for Payload {
             Payload::Buffered { bytes, sent } => {
                 SizeHint::with_exact(if *sent { 0 } else { bytes.len() as u64 })
             }
-            Payload::Streaming(body) => body.size_hint(),
+            Payload::Streaming { body, .. } => body.size_hint(),
         }
     }
 }

@@ -148,8 +148,9 @@ impl AttemptFailure {
     }
 }
 
-/// Finds a `T` in an error's source chain, looking inside `io::Error`s too (their `source()`
-/// skips the wrapped error, which is where rustls puts its alerts).
+/// Finds a `T` in an error's source chain, looking inside `io::Error`s (their `source()`
+/// skips the wrapped error, which is where rustls puts its alerts) and inside `h2::Error`s
+/// (which keep their I/O cause but report no `source()`).
 pub fn find_cause<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a T> {
     let mut current: Option<&'a (dyn StdError + 'static)> = Some(err);
     while let Some(e) = current {
@@ -157,15 +158,29 @@ pub fn find_cause<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) 
             return Some(found);
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if let Some(inner) = io.get_ref() {
-                if let Some(found) = find_cause::<T>(inner) {
-                    return Some(found);
-                }
+            if let Some(found) = io.get_ref().and_then(|inner| find_cause::<T>(inner)) {
+                return Some(found);
+            }
+        }
+        if let Some(io) = e.downcast_ref::<h2::Error>().and_then(h2::Error::get_io) {
+            if let Some(found) = find_cause::<T>(io) {
+                return Some(found);
             }
         }
         current = e.source();
     }
     None
+}
+
+/// True when the transport failed in TLS. Over HTTP/1.1 the `rustls::Error` itself is in the
+/// chain; over h2 only its text and I/O kind survive, and in this transport (TCP + rustls)
+/// only rustls reports `InvalidData` (tokio-rustls maps every rustls error to it). A TLS 1.3
+/// server refusing our client certificate is seen this way: its alert arrives after the
+/// handshake, on the first read.
+fn is_tls_failure(err: &(dyn StdError + 'static)) -> bool {
+    find_cause::<rustls::Error>(err).is_some()
+        || find_cause::<std::io::Error>(err)
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
 }
 
 /// Classifies an upstream attempt error; `None` when it is not an upstream failure at all
@@ -176,7 +191,7 @@ pub fn classify_attempt_error(err: &(dyn StdError + 'static)) -> Option<AttemptF
     {
         return None;
     }
-    if find_cause::<rustls::Error>(err).is_some() {
+    if is_tls_failure(err) {
         return Some(AttemptFailure::Tls);
     }
     if find_cause::<AttemptTimedOut>(err).is_some() {
@@ -232,6 +247,25 @@ mod tests {
         let boxed: BoxError = Box::new(io);
         assert_eq!(classify_attempt_error(&*boxed), Some(AttemptFailure::Tls));
         assert_eq!(to_gateway_error(&*boxed).code, ErrorCode::UpstreamTls);
+    }
+
+    #[test]
+    fn tls_alert_kept_only_as_io_kind_is_still_tls() {
+        // What h2 keeps after a TLS 1.3 server refuses the client certificate: the kind and
+        // the text (`h2::Error` itself cannot be built outside h2; tests/mtls.rs covers it).
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "received fatal alert: CertificateRequired",
+        );
+        let boxed: BoxError = Box::new(io);
+        assert_eq!(classify_attempt_error(&*boxed), Some(AttemptFailure::Tls));
+    }
+
+    #[test]
+    fn connection_reset_is_not_tls() {
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let boxed: BoxError = Box::new(io);
+        assert_eq!(classify_attempt_error(&*boxed), Some(AttemptFailure::Reset));
     }
 
     #[test]

@@ -6,6 +6,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -101,7 +103,16 @@ where
                     }
                 }
             } else {
-                Payload::Streaming(Limited::new(body, limit))
+                let overflow = Arc::new(AtomicBool::new(false));
+                let payload = Payload::Streaming {
+                    body: Limited::new(body, limit),
+                    overflow: overflow.clone(),
+                };
+                let result = inner.call(Request::from_parts(parts, payload)).await;
+                if result.is_err() && overflow.load(Ordering::Acquire) {
+                    return Err(too_large(settings.max_body_bytes));
+                }
+                return result;
             };
             inner.call(Request::from_parts(parts, payload)).await
         })
