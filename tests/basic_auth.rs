@@ -131,7 +131,7 @@ async fn tangos_answer_passes_through_byte_for_byte() {
         assert_eq!(through.status, direct.status, "{path}");
         assert_eq!(through.body, direct.body, "{path}");
         assert!(
-            through.from_fake(),
+            through.is_from_fake(),
             "{path}: x-fake-tango is passed through"
         );
         assert_eq!(
@@ -146,7 +146,7 @@ async fn tangos_401_for_a_wrong_key_passes_through_and_is_not_retried() {
     let h = Setup::new().wrong_key().start().await;
     let answer = h.get("/raas/v2/catalogs").await;
     assert_eq!(answer.status, 401);
-    assert!(answer.from_fake(), "the 401 is Tango's own answer");
+    assert!(answer.is_from_fake(), "the 401 is Tango's own answer");
     assert!(answer.error_code().is_none());
     assert_eq!(h.fake.request_count(), 1, "a 401 is not retried");
 }

@@ -8,7 +8,7 @@ mod support;
 use std::net::IpAddr;
 
 use http::Method;
-use support::{Answer, Harness, Setup};
+use support::{Answer, Setup};
 
 /// A caller's forwarding headers, with ports, brackets, junk and several lines.
 const CALLER_HEADERS: [(&str, &str); 5] = [

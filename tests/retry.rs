@@ -61,7 +61,7 @@ async fn a_retry_after_beyond_max_backoff_passes_the_answer_through_at_once() {
     let started = Instant::now();
     let answer = h.get("/raas/v2/catalogs").await;
     assert_eq!(answer.status, 503);
-    assert!(answer.from_fake(), "Tango's own 503 is passed through");
+    assert!(answer.is_from_fake(), "Tango's own 503 is passed through");
     assert_eq!(answer.header("retry-after"), Some("30"));
     assert_eq!(h.fake.request_count(), 1);
     assert!(started.elapsed() < Duration::from_secs(2));
@@ -74,7 +74,7 @@ async fn when_retries_are_exhausted_the_last_upstream_answer_passes_through() {
     h.fake.push_fault(status(504, None, 5));
     let answer = h.get("/raas/v2/catalogs").await;
     assert_eq!(answer.status, 504, "the last answer, not the first");
-    assert!(answer.from_fake());
+    assert!(answer.is_from_fake());
     assert!(answer.error_code().is_none());
     assert_eq!(h.fake.request_count(), 3);
 }
@@ -108,7 +108,7 @@ async fn a_post_without_external_ref_id_is_not_retried_on_503() {
         .call(Method::POST, "/raas/v2/orders", &JSON, ORDER_WITHOUT_REF)
         .await;
     assert_eq!(answer.status, 503);
-    assert!(answer.from_fake());
+    assert!(answer.is_from_fake());
     assert_eq!(h.fake.request_count(), 1);
 }
 

@@ -248,7 +248,7 @@ impl Answer {
         let json: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
         json["error"]["code"].as_str().map(str::to_owned)
     }
-    pub fn from_fake(&self) -> bool {
+    pub fn is_from_fake(&self) -> bool {
         self.headers.contains_key(FAKE_TANGO_HEADER)
     }
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -261,7 +261,7 @@ impl Answer {
         assert_eq!(self.error_code().as_deref(), Some(code), "body: {body}");
         assert_eq!(self.header(ERROR_HEADER), Some(code));
         assert!(
-            !self.from_fake(),
+            !self.is_from_fake(),
             "a gateway error must not come from the fake"
         );
     }
