@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
-use support::{closed_port, Harness, Setup};
+use support::wire::closed_port;
+use support::{Harness, Setup};
 use tango_gateway::sandbox::Fault;
 
 const ORDER_WITH_REF: &str = r#"{"externalRefID":"order-1","customerIdentifier":"c1","accountIdentifier":"a1","amount":10,"utid":"U000001"}"#;

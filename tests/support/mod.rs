@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,14 +14,16 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use secrecy::ExposeSecret;
 use tango_gateway::app::{self, Running};
 use tango_gateway::pki::{write_new_file, Ca, ClientSpec, DevPki, KEY_FILE_MODE};
 use tango_gateway::sandbox::{FakeTango, FakeTangoOptions, RecordedRequest, FAKE_TANGO_HEADER};
 use tempfile::TempDir;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+
+pub mod wire;
 
 pub const PLATFORM: &str = "test-platform";
 pub const ERROR_HEADER: &str = "x-tango-gateway-error";
@@ -339,7 +340,7 @@ impl Harness {
     pub async fn raw(&self, request: &str) -> (u16, String) {
         let mut tcp = TcpStream::connect(self.gateway.listen_addr).await.unwrap();
         tcp.write_all(request.as_bytes()).await.unwrap();
-        let read = tokio::time::timeout(Duration::from_secs(10), read_one_answer(&mut tcp));
+        let read = tokio::time::timeout(Duration::from_secs(10), wire::read_one_answer(&mut tcp));
         let text = read.await.expect("the gateway answers within 10 s");
         let status = text
             .split(' ')
@@ -351,73 +352,6 @@ impl Harness {
 
     /// GET `path` straight from the fake (mTLS, Basic), bypassing the gateway.
     pub async fn direct(&self, path: &str) -> Answer {
-        use base64::Engine as _;
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.pki.ca.cert().cert_der.clone()).unwrap();
-        let client = &self.pki.client;
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(vec![client.cert_der.clone()], client.key_der())
-            .unwrap();
-        let tcp = TcpStream::connect(self.fake.addr()).await.unwrap();
-        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let basic = base64::engine::general_purpose::STANDARD
-            .encode(format!("{PLATFORM}:{}", self.api_key));
-        let request = Request::get(path)
-            .header("host", format!("localhost:{}", self.fake.addr().port()))
-            .header("authorization", format!("Basic {basic}"))
-            .body(Full::<Bytes>::default())
-            .unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await.unwrap().to_bytes();
-        Answer {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }
+        wire::direct_get(&self.fake, &self.pki, &self.api_key, path).await
     }
-}
-
-/// Reads one HTTP/1.1 answer: headers, then `Content-Length` bytes of body (or until EOF).
-async fn read_one_answer(tcp: &mut TcpStream) -> String {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let length = text[..end]
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().to_owned())
-                })
-                .and_then(|v| v.parse::<usize>().ok());
-            if length.is_some_and(|n| buf.len() >= end + 4 + n) {
-                return text;
-            }
-        }
-        match tcp.read(&mut chunk).await {
-            Ok(0) | Err(_) => return text,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
-/// A port on 127.0.0.1 that nothing listens on (bound, then released).
-pub fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
