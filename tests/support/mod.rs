@@ -1,0 +1,357 @@
+//! Shared harness: a dev PKI and an API key in a temporary directory, a fake Tango in front of
+//! them, and a gateway started from a YAML file through `config::load_with_env`, as `run` does.
+//!
+//! Invariant: everything is per test (port 0, fresh certificates, fresh key), so tests are
+//! hermetic and can run in parallel.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use secrecy::ExposeSecret;
+use tango_gateway::app::{self, Running};
+use tango_gateway::pki::{write_new_file, Ca, ClientSpec, DevPki, KEY_FILE_MODE};
+use tango_gateway::sandbox::{FakeTango, FakeTangoOptions, RecordedRequest, FAKE_TANGO_HEADER};
+use tempfile::TempDir;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+pub mod wire;
+
+pub const PLATFORM: &str = "test-platform";
+pub const ERROR_HEADER: &str = "x-tango-gateway-error";
+
+/// Which TLS material the gateway's route is configured with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tls {
+    /// The dev CA as trust anchor and the dev client certificate: what the fake accepts.
+    Mtls,
+    /// The dev CA, no client certificate.
+    NoClientCert,
+    /// The dev CA, a client certificate issued by another CA.
+    ForeignClientCert,
+    /// Another CA as trust anchor (the fake's server certificate is unknown), dev client cert.
+    ForeignServerCa,
+}
+
+/// The knobs of the gateway YAML; defaults are a working mTLS + Basic route `raas`.
+pub struct Setup {
+    xff_mode: String,
+    xff_static_ip: Option<String>,
+    allow: Vec<String>,
+    sources: Option<Vec<String>>,
+    extra_routes: Vec<(String, String, Option<Vec<String>>)>,
+    retry: BTreeMap<String, String>,
+    upstream: BTreeMap<String, String>,
+    tls: Tls,
+    max_body_bytes: Option<u64>,
+    wrong_key: bool,
+}
+
+impl Setup {
+    pub fn new() -> Setup {
+        // Fast backoff by default so retry tests take milliseconds, not seconds.
+        let retry = [("initial_backoff", "5ms"), ("max_backoff", "2s")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        Setup {
+            xff_mode: "peer".to_owned(),
+            xff_static_ip: None,
+            allow: vec!["127.0.0.0/8".to_owned(), "::1/128".to_owned()],
+            sources: None,
+            extra_routes: Vec::new(),
+            retry: retry.into_iter().collect(),
+            upstream: BTreeMap::new(),
+            tls: Tls::Mtls,
+            max_body_bytes: None,
+            wrong_key: false,
+        }
+    }
+    pub fn forwarded_for(mut self, mode: &str, static_ip: Option<&str>) -> Self {
+        self.xff_mode = mode.to_owned();
+        self.xff_static_ip = static_ip.map(str::to_owned);
+        self
+    }
+    pub fn allow(mut self, cidrs: &[&str]) -> Self {
+        self.allow = cidrs.iter().map(|c| c.to_string()).collect();
+        self
+    }
+    /// `match.sources` of the main route `raas`.
+    pub fn sources(mut self, cidrs: &[&str]) -> Self {
+        self.sources = Some(cidrs.iter().map(|c| c.to_string()).collect());
+        self
+    }
+    /// Another route to the same fake, with the same TLS and credentials.
+    pub fn extra_route(mut self, name: &str, prefix: &str, sources: Option<&[&str]>) -> Self {
+        let sources = sources.map(|s| s.iter().map(|c| c.to_string()).collect());
+        self.extra_routes
+            .push((name.to_owned(), prefix.to_owned(), sources));
+        self
+    }
+    /// A key of the top-level `retry` block (overrides the harness default).
+    pub fn retry(mut self, key: &str, value: &str) -> Self {
+        self.retry.insert(key.to_owned(), value.to_owned());
+        self
+    }
+    /// A key of every route's `upstream` block (`timeout`, `deadline`, `url`, ...).
+    pub fn upstream(mut self, key: &str, value: &str) -> Self {
+        self.upstream.insert(key.to_owned(), value.to_owned());
+        self
+    }
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = tls;
+        self
+    }
+    pub fn max_body_bytes(mut self, bytes: u64) -> Self {
+        self.max_body_bytes = Some(bytes);
+        self
+    }
+    /// The gateway is configured with a key the fake does not accept.
+    pub fn wrong_key(mut self) -> Self {
+        self.wrong_key = true;
+        self
+    }
+
+    pub async fn start(self) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = DevPki::generate().unwrap();
+        pki.write_to(dir.path(), false).unwrap();
+        let api_key = format!("key-{}", uuid::Uuid::new_v4().simple());
+        let configured = if self.wrong_key {
+            "not-the-key".to_owned()
+        } else {
+            api_key.clone()
+        };
+        let key_file = dir.path().join("tango-api-key");
+        write_new_file(&key_file, configured.as_bytes(), KEY_FILE_MODE, false).unwrap();
+        let other = Ca::new("another CA").unwrap();
+        let foreign = other
+            .issue_client(&ClientSpec::new("foreign-client"))
+            .unwrap();
+        write_pem(dir.path(), "other-ca.pem", &other.cert().cert_pem, false);
+        write_pem(dir.path(), "foreign-client.pem", &foreign.cert_pem, false);
+        write_pem(
+            dir.path(),
+            "foreign-client.key",
+            foreign.key_pem.expose_secret(),
+            true,
+        );
+
+        let options = FakeTangoOptions::from_dev_pki(&pki).with_basic_auth(PLATFORM, &api_key);
+        let fake = FakeTango::start(options).await.unwrap();
+        let config_file = dir.path().join("gateway.yaml");
+        std::fs::write(&config_file, self.yaml(dir.path(), &fake.url(), &key_file)).unwrap();
+        let config = tango_gateway::config::load_with_env(&config_file, &HashMap::new())
+            .unwrap_or_else(|e| panic!("harness config refused:\n{e}"));
+        let gateway = app::start(config).await.unwrap();
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Harness {
+            dir,
+            pki,
+            api_key,
+            fake,
+            gateway,
+            client,
+        }
+    }
+
+    fn yaml(&self, dir: &Path, fake_url: &str, key_file: &Path) -> String {
+        let file = |name: &str| dir.join(name).display().to_string();
+        let list = |v: &[String]| {
+            format!(
+                "[{}]",
+                v.iter()
+                    .map(|c| format!("\"{c}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        let mut y = String::from("listen: \"127.0.0.1:0\"\nadmin:\n  listen: \"127.0.0.1:0\"\n");
+        y += "log:\n  format: pretty\n  level: warn\n";
+        y += &format!("inbound:\n  allow: {}\n", list(&self.allow));
+        if let Some(max) = self.max_body_bytes {
+            y += &format!("  max_body_bytes: {max}\n");
+        }
+        y += &format!("forwarded_for:\n  mode: {}\n", self.xff_mode);
+        if let Some(ip) = &self.xff_static_ip {
+            y += &format!("  static_ip: \"{ip}\"\n");
+        }
+        y += "retry:\n";
+        for (k, v) in &self.retry {
+            y += &format!("  {k}: {v}\n");
+        }
+        let (ca, cert) = match self.tls {
+            Tls::Mtls => ("ca.pem", Some(("client.pem", "client.key"))),
+            Tls::NoClientCert => ("ca.pem", None),
+            Tls::ForeignClientCert => {
+                ("ca.pem", Some(("foreign-client.pem", "foreign-client.key")))
+            }
+            Tls::ForeignServerCa => ("other-ca.pem", Some(("client.pem", "client.key"))),
+        };
+        let mut upstream = self.upstream.clone();
+        upstream
+            .entry("url".to_owned())
+            .or_insert_with(|| format!("\"{fake_url}\""));
+        let mut routes = vec![(
+            "raas".to_owned(),
+            "/raas/v2/".to_owned(),
+            self.sources.clone(),
+        )];
+        routes.extend(self.extra_routes.iter().cloned());
+        y += "routes:\n";
+        for (name, prefix, sources) in routes {
+            y += &format!("  - name: {name}\n    match:\n      path_prefix: {prefix}\n");
+            if let Some(sources) = sources {
+                y += &format!("      sources: {}\n", list(&sources));
+            }
+            y += "    upstream:\n";
+            for (k, v) in &upstream {
+                y += &format!("      {k}: {v}\n");
+            }
+            y += &format!("      tls:\n        ca_file: \"{}\"\n", file(ca));
+            if let Some((cert, key)) = cert {
+                y += &format!("        client_cert_file: \"{}\"\n", file(cert));
+                y += &format!("        client_key_file: \"{}\"\n", file(key));
+            }
+            y += &format!(
+                "    auth:\n      basic:\n        username: \"{PLATFORM}\"\n        password_file: \"{}\"\n",
+                key_file.display()
+            );
+        }
+        y
+    }
+}
+
+fn write_pem(dir: &Path, name: &str, pem: &str, secret: bool) -> PathBuf {
+    let path = dir.join(name);
+    let mode = if secret { KEY_FILE_MODE } else { 0o644 };
+    write_new_file(&path, pem.as_bytes(), mode, false).unwrap();
+    path
+}
+
+/// An answer read completely: status, headers, body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// `error.code` of a gateway-made JSON error.
+    pub fn error_code(&self) -> Option<String> {
+        let json: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
+        json["error"]["code"].as_str().map(str::to_owned)
+    }
+    pub fn is_from_fake(&self) -> bool {
+        self.headers.contains_key(FAKE_TANGO_HEADER)
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    /// Asserts a gateway-made error: status, JSON code, error header, not from the fake.
+    pub fn assert_gateway_error(&self, status: u16, code: &str) {
+        let body = String::from_utf8_lossy(&self.body);
+        assert_eq!(self.status.as_u16(), status, "status; body: {body}");
+        assert_eq!(self.error_code().as_deref(), Some(code), "body: {body}");
+        assert_eq!(self.header(ERROR_HEADER), Some(code));
+        assert!(
+            !self.is_from_fake(),
+            "a gateway error must not come from the fake"
+        );
+    }
+}
+
+pub struct Harness {
+    pub dir: TempDir,
+    pub pki: DevPki,
+    pub api_key: String,
+    pub fake: FakeTango,
+    pub gateway: Running,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Setup::new().start().await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.gateway.listen_addr, path)
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.call(Method::GET, path, &[], "").await
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Answer {
+        let mut builder = Request::builder().method(method).uri(self.url(path));
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let response = self
+            .send(builder.body(Full::new(body.into())).unwrap())
+            .await;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .expect("reading the answer body")
+            .to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    /// Sends a request and returns the response with its body unread.
+    pub async fn send(&self, request: Request<Full<Bytes>>) -> Response<Incoming> {
+        self.client
+            .request(request)
+            .await
+            .expect("the gateway answers")
+    }
+
+    /// The one request the fake recorded (fails if it saw none or several).
+    pub fn only_request(&self) -> RecordedRequest {
+        let seen = self.fake.received();
+        assert_eq!(
+            seen.len(),
+            1,
+            "the fake should have seen exactly one request: {seen:#?}"
+        );
+        seen.into_iter().next().unwrap()
+    }
+
+    /// Writes `request` verbatim on a new TCP connection; returns the status and whole answer.
+    pub async fn raw(&self, request: &str) -> (u16, String) {
+        let mut tcp = TcpStream::connect(self.gateway.listen_addr).await.unwrap();
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let read = tokio::time::timeout(Duration::from_secs(10), wire::read_one_answer(&mut tcp));
+        let text = read.await.expect("the gateway answers within 10 s");
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, text)
+    }
+
+    /// GET `path` straight from the fake (mTLS, Basic), bypassing the gateway.
+    pub async fn direct(&self, path: &str) -> Answer {
+        wire::direct_get(&self.fake, &self.pki, &self.api_key, path).await
+    }
+}
