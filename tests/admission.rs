@@ -242,7 +242,6 @@ async fn a_chunked_body_over_the_limit_is_refused() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: with max_attempts 1 (streamed body) a chunked body over max_body_bytes gives 502 gateway.upstream_unreachable, not 413"]
 async fn a_chunked_body_over_the_limit_is_refused_without_retries() {
     // max_attempts 1: the body is streamed rather than buffered for a resend.
     let h = Setup::new()
@@ -253,6 +252,8 @@ async fn a_chunked_body_over_the_limit_is_refused_without_retries() {
     let (status, text) = h.raw(&chunked_post(4096)).await;
     assert_eq!(status, 413, "{text}");
     assert!(text.contains("gateway.body_too_large"), "{text}");
+    // Streamed, the first 1024 bytes were on their way before the limit was seen: Tango gets
+    // an aborted request (recorded whenever the fake finishes reading it), never an order.
     assert_eq!(h.fake.orders_created(), 0);
-    assert_still_serving(&h).await;
+    assert_eq!(h.get("/raas/v2/catalogs").await.status, 200);
 }

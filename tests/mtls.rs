@@ -32,13 +32,11 @@ async fn assert_tls_failure_not_retried(tls: Tls) {
 }
 
 #[tokio::test]
-#[ignore = "BUG: a TLS 1.3 client-certificate rejection (alert after the handshake) gives 502 gateway.upstream_unreachable and is retried max_attempts times"]
 async fn no_client_certificate_is_an_upstream_tls_error_not_retried() {
     assert_tls_failure_not_retried(Tls::NoClientCert).await;
 }
 
 #[tokio::test]
-#[ignore = "BUG: a TLS 1.3 client-certificate rejection (alert after the handshake) gives 502 gateway.upstream_unreachable and is retried max_attempts times"]
 async fn a_client_certificate_from_another_ca_is_an_upstream_tls_error_not_retried() {
     assert_tls_failure_not_retried(Tls::ForeignClientCert).await;
 }
