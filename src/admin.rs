@@ -13,6 +13,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::auth::oauth::TokenSources;
 use crate::body::{full, ResponseBody};
 use crate::config::Config;
 use crate::inbound::listener::stop_requested;
@@ -21,13 +22,15 @@ use crate::inbound::listener::stop_requested;
 #[derive(Debug)]
 pub struct Readiness {
     config: Arc<Config>,
+    tokens: Arc<TokenSources>,
     shutting_down: AtomicBool,
 }
 
 impl Readiness {
-    pub fn new(config: Arc<Config>) -> Self {
+    pub fn new(config: Arc<Config>, tokens: Arc<TokenSources>) -> Self {
         Readiness {
             config,
+            tokens,
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -52,6 +55,7 @@ impl Readiness {
                 }
             }
         }
+        reasons.extend(self.tokens.readiness_problems(now));
         reasons
     }
 }

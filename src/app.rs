@@ -8,6 +8,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, Readiness};
+use crate::auth::oauth::Refreshers;
 use crate::config::Config;
 use crate::inbound::listener::{self, ServeSettings};
 use crate::stack::{self, BuildError};
@@ -31,6 +32,7 @@ pub struct Running {
     pub listen_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     readiness: Arc<Readiness>,
+    refreshers: Refreshers,
     stop_inbound: watch::Sender<bool>,
     stop_admin: watch::Sender<bool>,
     inbound: JoinHandle<()>,
@@ -47,7 +49,9 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
 pub async fn start(config: Config) -> Result<Running, StartError> {
     tls::provider();
     let config = Arc::new(config);
-    let service = stack::build(&config)?;
+    let gateway = stack::build(&config)?;
+    // The first token of each credential is fetched now; /readyz waits for it.
+    let refreshers = gateway.tokens.start();
     let inbound_listener = bind("listen", config.listen).await?;
     let admin_listener = bind("admin.listen", config.admin.listen).await?;
     let listen_addr = inbound_listener
@@ -64,7 +68,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             addr: config.admin.listen,
             source,
         })?;
-    let readiness = Arc::new(Readiness::new(config.clone()));
+    let readiness = Arc::new(Readiness::new(config.clone(), gateway.tokens.clone()));
     let (stop_inbound, inbound_stopped) = watch::channel(false);
     let (stop_admin, admin_stopped) = watch::channel(false);
     let settings = ServeSettings {
@@ -73,7 +77,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let inbound = tokio::spawn(listener::serve(
         inbound_listener,
-        service,
+        gateway.service,
         settings,
         inbound_stopped,
     ));
@@ -92,6 +96,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         listen_addr,
         admin_addr,
         readiness,
+        refreshers,
         stop_inbound,
         stop_admin,
         inbound,
@@ -106,6 +111,7 @@ impl Running {
         self.readiness.begin_shutdown();
         let _ = self.stop_inbound.send(true);
         let _ = self.inbound.await;
+        drop(self.refreshers);
         let _ = self.stop_admin.send(true);
         let _ = self.admin.await;
         tracing::info!("tango-gateway stopped");

@@ -24,6 +24,19 @@ pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
         .boxed_unsync()
 }
 
+/// A copy of `request` to send again (same target, headers and extensions); `None` when its
+/// body streams and cannot be replayed.
+pub fn clone_request(request: &http::Request<Payload>) -> Option<http::Request<Payload>> {
+    let body = request.body().try_clone()?;
+    let mut copy = http::Request::new(body);
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    *copy.extensions_mut() = request.extensions().clone();
+    Some(copy)
+}
+
 /// The body of a request on its way upstream.
 #[derive(Debug)]
 pub enum Payload {

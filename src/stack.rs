@@ -14,6 +14,7 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use crate::access_log::AccessLogLayer;
+use crate::auth::oauth::TokenSources;
 use crate::auth::{AuthorizeLayer, Credentials, CredentialsSetupError};
 use crate::body::ResponseBody;
 use crate::config::{Config, ForwardedForMode, RouteConfig};
@@ -56,13 +57,21 @@ pub enum BuildError {
     },
 }
 
+/// One configuration, built: the inbound service and the OAuth credentials it uses (whose
+/// refreshers the caller starts, and whose state `/readyz` reports).
+pub struct Gateway {
+    pub service: GatewayService,
+    pub tokens: Arc<TokenSources>,
+}
+
 /// Builds the service that answers every inbound request of one configuration.
-pub fn build(config: &Config) -> Result<GatewayService, BuildError> {
+pub fn build(config: &Config) -> Result<Gateway, BuildError> {
+    let mut tokens = TokenSources::new(&config.token_cache);
     let routes = config
         .routes
         .iter()
         .enumerate()
-        .map(|(index, route)| route_stack(index, route, config.inbound.max_body_bytes))
+        .map(|(index, route)| route_stack(index, route, config.inbound.max_body_bytes, &mut tokens))
         .collect::<Result<Vec<_>, _>>()?;
     let admission = AdmissionPolicy {
         allow: config.inbound.allow.clone(),
@@ -91,14 +100,19 @@ pub fn build(config: &Config) -> Result<GatewayService, BuildError> {
         .service(Dispatch {
             routes: Arc::new(routes),
         });
-    Ok(BoxCloneService::new(service))
+    Ok(Gateway {
+        service: BoxCloneService::new(service),
+        tokens: Arc::new(tokens),
+    })
 }
 
-/// A route's stack: body, then retry; below retry, per attempt: credentials, timeout, send.
+/// A route's stack: body, target, then retry; below retry, per attempt: credentials,
+/// timeout, send.
 fn route_stack(
     index: usize,
     route: &RouteConfig,
     max_body_bytes: u64,
+    tokens: &mut TokenSources,
 ) -> Result<RouteService, BuildError> {
     let name = route.name.clone();
     let upstream = &route.upstream;
@@ -107,12 +121,15 @@ fn route_stack(
         route: name.clone(),
         source,
     })?;
-    let credentials =
-        Credentials::from_config(&route.auth).map_err(|source| BuildError::Credentials {
+    let credentials = Credentials::from_config(&name, &route.auth, tokens).map_err(|source| {
+        BuildError::Credentials {
             index,
             route: name.clone(),
             source,
-        })?;
+        }
+    })?;
+    // A 401 answered with a new token resends the request, so OAuth bodies are kept too.
+    let replayable = route.retry.max_attempts > 1 || matches!(credentials, Credentials::OAuth2(_));
     let strip = route.strip_prefix.then_some(route.path_prefix.as_str());
     let target = Target::new(&upstream.url, strip).map_err(|source| BuildError::Target {
         index,
@@ -127,14 +144,16 @@ fn route_stack(
         // Size limit; the body is kept in memory only if a retry could resend it.
         .layer(PrepareBodyLayer {
             max_body_bytes,
-            buffer: route.retry.max_attempts > 1,
+            buffer: replayable,
             deadline: upstream.deadline,
         })
+        // The absolute upstream URI, fixed before any attempt (a DPoP `htu` must match it).
+        .filter(move |request| target.retarget(request))
         .retry(RetryPolicy::new(retry))
         // ── per attempt below ──
         .layer(AuthorizeLayer::new(credentials))
         .layer(AttemptTimeoutLayer::new(upstream.timeout))
-        .service(Upstream::new(client, target, upstream.body_timeout));
+        .service(Upstream::new(client, upstream.body_timeout));
     Ok(BoxCloneSyncService::new(service))
 }
 

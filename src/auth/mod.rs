@@ -6,6 +6,7 @@
 
 pub mod basic;
 pub mod dpop;
+pub mod oauth;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,43 +14,58 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::AUTHORIZATION;
-use http::Request;
-use tower::{Layer, Service};
+use http::{Request, Response};
+use tower::{Layer, Service, ServiceExt};
 
+use crate::body::{Payload, ResponseBody};
 use crate::config::AuthConfig;
 use crate::error::BoxError;
 pub use basic::BasicCredentials;
+use oauth::{OAuthCredentials, OAuthSetupError, TokenSources};
 
-/// What a route authenticates with. New kinds (OAuth 2.0, DPoP) are new variants whose
-/// `authorize` may await a token; the pipeline around them does not change. Cloned per
-/// request with the route's stack, so each variant holds an `Arc`.
+/// What a route authenticates with. Cloned per request with the route's stack, so each
+/// variant is cheap to clone.
 #[derive(Debug, Clone)]
 pub enum Credentials {
     None,
     Basic(Arc<BasicCredentials>),
+    /// A cached token (shared with other routes of the same credential), DPoP-bound or not.
+    OAuth2(OAuthCredentials),
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsSetupError {
     #[error(transparent)]
     Basic(#[from] basic::InvalidBasicCredentials),
-    #[error("auth kind `oauth2` is not available in this version of tango-gateway")]
-    OAuthUnavailable,
+    #[error("oauth2.{0}")]
+    OAuth(#[from] OAuthSetupError),
 }
 
 impl Credentials {
-    pub fn from_config(config: &AuthConfig) -> Result<Self, CredentialsSetupError> {
+    /// `tokens` collects OAuth credentials so routes with the same one share its token.
+    pub fn from_config(
+        route: &str,
+        config: &AuthConfig,
+        tokens: &mut TokenSources,
+    ) -> Result<Self, CredentialsSetupError> {
         match config {
             AuthConfig::None => Ok(Credentials::None),
             AuthConfig::Basic(basic) => {
                 Ok(Credentials::Basic(Arc::new(BasicCredentials::new(basic)?)))
             }
-            AuthConfig::OAuth2(_) => Err(CredentialsSetupError::OAuthUnavailable),
+            AuthConfig::OAuth2(oauth) => Ok(Credentials::OAuth2(tokens.credentials(route, oauth)?)),
         }
     }
 
-    /// Sets this attempt's credentials on the request.
-    pub async fn authorize<B>(&self, request: &mut Request<B>) -> Result<(), BoxError> {
+    /// Sends one attempt through `inner` with this route's credentials.
+    async fn send<S>(
+        self,
+        mut request: Request<Payload>,
+        mut inner: S,
+    ) -> Result<Response<ResponseBody>, BoxError>
+    where
+        S: Service<Request<Payload>, Response = Response<ResponseBody>, Error = BoxError>,
+    {
         match self {
             Credentials::None => {}
             Credentials::Basic(basic) => {
@@ -57,8 +73,9 @@ impl Credentials {
                     .headers_mut()
                     .insert(AUTHORIZATION, basic.header().clone());
             }
+            Credentials::OAuth2(oauth) => return oauth.send(request, inner).await,
         }
-        Ok(())
+        inner.ready().await?.call(request).await
     }
 }
 
@@ -89,28 +106,27 @@ pub struct Authorize<S> {
     credentials: Credentials,
 }
 
-impl<S, B> Service<Request<B>> for Authorize<S>
+impl<S> Service<Request<Payload>> for Authorize<S>
 where
-    S: Service<Request<B>, Error = BoxError> + Clone + Send + 'static,
+    S: Service<Request<Payload>, Response = Response<ResponseBody>, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
-    B: Send + 'static,
 {
-    type Response = S::Response;
+    type Response = Response<ResponseBody>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+    fn call(&mut self, request: Request<Payload>) -> Self::Future {
         // The ready service goes into the future; its clone stays for the next call.
         let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let inner = std::mem::replace(&mut self.inner, clone);
         let credentials = self.credentials.clone();
-        Box::pin(async move {
-            credentials.authorize(&mut request).await?;
-            inner.call(request).await
-        })
+        Box::pin(credentials.send(request, inner))
     }
 }

@@ -13,7 +13,7 @@ use tower::retry::budget::{Budget, TpsBudget};
 
 use super::backoff;
 use super::idempotency::is_retry_safe;
-use crate::body::{Payload, ResponseBody};
+use crate::body::{clone_request, Payload, ResponseBody};
 use crate::config::RetryConfig;
 use crate::context::RequestContext;
 use crate::error::{classify_attempt_error, AttemptFailure, BoxError};
@@ -189,13 +189,6 @@ impl tower::retry::Policy<Request<Payload>, Response<ResponseBody>, BoxError> fo
         if self.attempts >= self.shared.config.max_attempts {
             return None;
         }
-        let body = request.body().try_clone()?;
-        let mut copy = Request::new(body);
-        *copy.method_mut() = request.method().clone();
-        *copy.uri_mut() = request.uri().clone();
-        *copy.version_mut() = request.version();
-        *copy.headers_mut() = request.headers().clone();
-        *copy.extensions_mut() = request.extensions().clone();
-        Some(copy)
+        clone_request(request)
     }
 }

@@ -22,7 +22,7 @@ use tower_http::timeout::TimeoutBody;
 
 use super::tls::{client_config, TlsSetupError};
 use crate::body::{Payload, ResponseBody};
-use crate::config::UpstreamConfig;
+use crate::config::{TlsConfig, UpstreamConfig};
 use crate::context::RequestContext;
 use crate::error::{BoxError, ErrorCode, GatewayError};
 use crate::headers::hop_by_hop;
@@ -36,14 +36,28 @@ pub type HttpsClient = Client<HttpsConnector<HttpConnector>, Payload>;
 
 /// Builds the pooled client of one upstream: keep-alive, ALPN h2/http1.1, verified TLS.
 pub fn build_client(upstream: &UpstreamConfig) -> Result<HttpsClient, TlsSetupError> {
-    let tls = client_config(&upstream.tls)?;
+    build_https_client(
+        &upstream.tls,
+        upstream.connect_timeout,
+        upstream.allow_insecure_upstream,
+    )
+}
+
+/// The same client for any HTTPS endpoint (the token endpoint uses it too): plain `http`
+/// only when `allow_insecure` says so.
+pub fn build_https_client(
+    tls: &TlsConfig,
+    connect_timeout: Duration,
+    allow_insecure: bool,
+) -> Result<HttpsClient, TlsSetupError> {
+    let tls = client_config(tls)?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
-    http.set_connect_timeout(Some(upstream.connect_timeout));
+    http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
     http.set_keepalive(Some(TCP_KEEPALIVE));
     let schemes = HttpsConnectorBuilder::new().with_tls_config(tls);
-    let https = if upstream.allow_insecure_upstream {
+    let https = if allow_insecure {
         schemes
             .https_or_http()
             .enable_all_versions()
@@ -106,21 +120,28 @@ impl Target {
             .build()
             .map_err(|_| GatewayError::new(ErrorCode::BadRequest, "malformed request target"))
     }
+
+    /// Points an admitted request at the upstream (done once, before retry, so every layer
+    /// per attempt sees the URI that is sent, which a DPoP proof's `htu` must match).
+    pub fn retarget<B>(&self, mut request: Request<B>) -> Result<Request<B>, GatewayError> {
+        let uri = self.uri_for(request.uri())?;
+        *request.uri_mut() = uri;
+        Ok(request)
+    }
 }
 
-/// The innermost service of a route: one attempt, one upstream exchange.
+/// The innermost service of a route: one attempt, one upstream exchange. The request's URI
+/// is already absolute ([`Target::retarget`]).
 #[derive(Clone)]
 pub struct Upstream {
     client: HttpsClient,
-    target: Arc<Target>,
     body_timeout: Duration,
 }
 
 impl Upstream {
-    pub fn new(client: HttpsClient, target: Target, body_timeout: Duration) -> Self {
+    pub fn new(client: HttpsClient, body_timeout: Duration) -> Self {
         Upstream {
             client,
-            target: Arc::new(target),
             body_timeout,
         }
     }
@@ -136,11 +157,6 @@ impl Service<Request<Payload>> for Upstream {
     }
 
     fn call(&mut self, mut request: Request<Payload>) -> Self::Future {
-        let uri = match self.target.uri_for(request.uri()) {
-            Ok(uri) => uri,
-            Err(err) => return Box::pin(std::future::ready(Err(err.into()))),
-        };
-        *request.uri_mut() = uri;
         // The client picks HTTP/1.1 or h2 per connection (ALPN); an inbound h2 request must
         // not force h2 on an HTTP/1.1 upstream.
         *request.version_mut() = Version::HTTP_11;

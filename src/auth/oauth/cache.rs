@@ -1,0 +1,317 @@
+//! One credential's token, kept fresh by a background task (§5): callers read it without a
+//! lock; only a cold or dropped token makes them wait, and then for one shared fetch.
+//!
+//! Invariants:
+//! - one token request in flight per credential, whatever the number of callers (the
+//!   refresher task is the only code that fetches);
+//! - a token is never handed out past `usable_until`;
+//! - a refresh starts at `refresh_at` of the lifetime, so callers do not wait;
+//! - after a failed fetch, callers without a usable token are answered at once (no queue of
+//!   callers hanging on a dead token endpoint) and the next fetch waits out a backoff;
+//! - a `401` drops a token only if it is still the current one (compare-and-drop), so a
+//!   burst of 401s for the same token causes one refresh.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use rand::Rng;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+use super::client::{FetchError, TokenClient, TOKEN_REQUEST_TIMEOUT};
+use super::key::CacheKey;
+use super::store::TokenStore;
+use super::token::AccessToken;
+
+/// How long a caller with no usable token waits for the fetch in flight: the token request
+/// and one nonce round trip.
+const WAIT_LIMIT: Duration = Duration::from_secs(2 * TOKEN_REQUEST_TIMEOUT.as_secs() + 1);
+/// Backoff between failed fetches: transient failures start at 1 s and reach 60 s...
+const TRANSIENT_BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const TRANSIENT_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// ... a refusal of the credential itself is retried slowly (it needs a config change, and
+/// hammering the endpoint can get the client rate-limited or locked).
+const PERMANENT_BACKOFF_FIRST: Duration = Duration::from_secs(60);
+const PERMANENT_BACKOFF_MAX: Duration = Duration::from_secs(600);
+
+/// The outcome of the most recent fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LastFetch {
+    NotYet,
+    Succeeded,
+    Failed(FetchError),
+}
+
+/// No usable token for this request.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("no usable OAuth token: {reason}")]
+pub struct TokenUnavailable {
+    pub reason: String,
+}
+
+pub struct TokenSource {
+    key: CacheKey,
+    store_id: String,
+    refresh_at: f64,
+    client: TokenClient,
+    store: Arc<dyn TokenStore>,
+    /// The hot path: one atomic load.
+    current: ArcSwapOption<AccessToken>,
+    /// Bumped after every fetch; waiters watch it.
+    status: watch::Sender<LastFetch>,
+    /// Callers ask the refresher for a token now (cold cache, token dropped after a 401).
+    demand: Notify,
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSource")
+            .field("credential", &self.key.to_string())
+            .field("token", &self.current.load().as_deref())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenSource {
+    pub fn new(
+        key: CacheKey,
+        refresh_at: f64,
+        client: TokenClient,
+        store: Arc<dyn TokenStore>,
+    ) -> Self {
+        TokenSource {
+            store_id: key.store_id(),
+            key,
+            refresh_at,
+            client,
+            store,
+            current: ArcSwapOption::empty(),
+            status: watch::Sender::new(LastFetch::NotYet),
+            demand: Notify::new(),
+        }
+    }
+
+    /// The credential's name for logs and metrics (client id and audience; no secret).
+    pub fn credential(&self) -> String {
+        self.key.to_string()
+    }
+
+    pub fn token_url(&self) -> &http::Uri {
+        self.client.token_url()
+    }
+
+    fn usable(&self, now: SystemTime) -> Option<Arc<AccessToken>> {
+        self.current.load_full().filter(|t| t.is_usable(now))
+    }
+
+    /// The current token if it is usable; otherwise waits for the fetch in flight, or fails
+    /// at once when the last fetch failed.
+    pub async fn token(&self) -> Result<Arc<AccessToken>, TokenUnavailable> {
+        if let Some(token) = self.usable(SystemTime::now()) {
+            return Ok(token);
+        }
+        let mut status = self.status.subscribe();
+        let deadline = Instant::now() + WAIT_LIMIT;
+        loop {
+            let last = status.borrow_and_update().clone();
+            if let Some(token) = self.usable(SystemTime::now()) {
+                return Ok(token);
+            }
+            if let LastFetch::Failed(err) = last {
+                return Err(TokenUnavailable {
+                    reason: err.to_string(),
+                });
+            }
+            self.demand.notify_one();
+            match tokio::time::timeout_at(deadline, status.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => {
+                    return Err(TokenUnavailable {
+                        reason: "the token refresher has stopped".to_owned(),
+                    })
+                }
+                Err(_) => {
+                    return Err(TokenUnavailable {
+                        reason: "no token arrived in time".to_owned(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// The upstream refused `rejected` (401): drop it if it is still the current token and
+    /// ask for a new one. Returns whether this call dropped it.
+    pub fn reject(&self, rejected: &Arc<AccessToken>) -> bool {
+        let previous = self
+            .current
+            .compare_and_swap(&Some(rejected.clone()), None::<Arc<AccessToken>>);
+        let dropped = previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, rejected));
+        if dropped {
+            tracing::info!(
+                credential = %self.key,
+                "the upstream refused the current token (401); fetching a new one"
+            );
+            self.demand.notify_one();
+        }
+        dropped
+    }
+
+    /// Why this credential makes the gateway not ready (§7), if it does.
+    pub fn readiness_problem(&self, now: SystemTime) -> Option<String> {
+        let usable = self.usable(now).is_some();
+        match &*self.status.borrow() {
+            LastFetch::Failed(err) if err.is_permanent() => {
+                Some(format!("the token endpoint refuses the credential: {err}"))
+            }
+            LastFetch::Failed(err) if !usable => Some(format!("no usable token: {err}")),
+            LastFetch::NotYet if !usable => Some("no token yet".to_owned()),
+            _ => None,
+        }
+    }
+
+    /// When the current token expires, for metrics and `check`-like reports.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.current.load().as_ref().map(|t| t.expires_at())
+    }
+
+    /// The refresher: loads the stored token, then fetches whenever a token is due or
+    /// demanded, backing off after failures. Runs until aborted.
+    pub async fn run(self: Arc<Self>) {
+        self.load_stored().await;
+        let mut failures: u32 = 0;
+        let mut retry_at: Option<Instant> = None;
+        loop {
+            let due = match retry_at {
+                Some(at) => at,
+                None => self.next_refresh(),
+            };
+            if due > Instant::now() {
+                tokio::select! {
+                    () = tokio::time::sleep_until(due) => {}
+                    // Re-evaluate: the token may have been dropped.
+                    () = self.demand.notified() => continue,
+                }
+            }
+            match self.fetch().await {
+                Ok(token) => {
+                    failures = 0;
+                    retry_at = None;
+                    self.current.store(Some(token.clone()));
+                    self.status.send_replace(LastFetch::Succeeded);
+                    self.store.save(&self.store_id, &token).await;
+                }
+                Err(err) => {
+                    failures = failures.saturating_add(1);
+                    let delay = backoff(failures, err.is_permanent(), &mut rand::rng());
+                    retry_at = Some(Instant::now() + delay);
+                    self.log_failure(&err, failures, delay);
+                    self.status.send_replace(LastFetch::Failed(err));
+                }
+            }
+        }
+    }
+
+    /// When the refresher should fetch next: at the current token's refresh time, or now.
+    fn next_refresh(&self) -> Instant {
+        let now = SystemTime::now();
+        match self.usable(now) {
+            Some(token) => {
+                let wait = token
+                    .refresh_due(self.refresh_at)
+                    .duration_since(now)
+                    .unwrap_or(Duration::ZERO);
+                Instant::now() + wait
+            }
+            None => Instant::now(),
+        }
+    }
+
+    async fn load_stored(&self) {
+        let Some(token) = self.store.load(&self.store_id).await else {
+            return;
+        };
+        if token.is_usable(SystemTime::now()) {
+            tracing::info!(
+                credential = %self.key,
+                expires_at = %humantime::format_rfc3339_seconds(token.expires_at()),
+                "using the token kept in the token store"
+            );
+            self.current.store(Some(Arc::new(token)));
+        }
+    }
+
+    async fn fetch(&self) -> Result<Arc<AccessToken>, FetchError> {
+        let token = self.client.fetch().await?;
+        let now = SystemTime::now();
+        // A token that is already unusable would make the refresher spin.
+        if !token.is_usable(now) {
+            return Err(FetchError::Transient(
+                "the token answer's expires_in is too short to use".to_owned(),
+            ));
+        }
+        tracing::info!(
+            credential = %self.key,
+            token_type = token.kind().as_str(),
+            expires_in_secs = token.expires_at().duration_since(now).map_or(0, |d| d.as_secs()),
+            "OAuth token obtained"
+        );
+        Ok(Arc::new(token))
+    }
+
+    fn log_failure(&self, err: &FetchError, failures: u32, delay: Duration) {
+        let usable = self.usable(SystemTime::now()).is_some();
+        let retry_in = humantime::format_duration(Duration::from_secs(delay.as_secs().max(1)));
+        if err.is_permanent() {
+            tracing::error!(
+                credential = %self.key,
+                error = %err,
+                failures,
+                retry_in = %retry_in,
+                "the token endpoint refuses this credential; check client id, secret and grant"
+            );
+        } else {
+            tracing::warn!(
+                credential = %self.key,
+                error = %err,
+                failures,
+                retry_in = %retry_in,
+                still_serving_current_token = usable,
+                "token request failed"
+            );
+        }
+    }
+}
+
+/// Exponential backoff with "equal jitter": half the step fixed, half random, so retries
+/// from a fleet spread out but never come back immediately.
+fn backoff(failures: u32, permanent: bool, rng: &mut impl Rng) -> Duration {
+    let (first, max) = if permanent {
+        (PERMANENT_BACKOFF_FIRST, PERMANENT_BACKOFF_MAX)
+    } else {
+        (TRANSIENT_BACKOFF_FIRST, TRANSIENT_BACKOFF_MAX)
+    };
+    let exponent = failures.saturating_sub(1).min(16);
+    let step = first.saturating_mul(1u32 << exponent).min(max);
+    let half = step / 2;
+    half + half.mul_f64(rng.random::<f64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_within_bounds() {
+        let mut rng = rand::rng();
+        for failures in 1..20 {
+            let d = backoff(failures, false, &mut rng);
+            assert!(d <= TRANSIENT_BACKOFF_MAX);
+            assert!(d >= TRANSIENT_BACKOFF_FIRST / 2);
+        }
+        assert!(backoff(1, false, &mut rng) <= Duration::from_secs(1));
+        assert!(backoff(8, false, &mut rng) >= Duration::from_secs(30));
+        assert!(backoff(1, true, &mut rng) >= Duration::from_secs(30));
+        assert!(backoff(30, true, &mut rng) <= PERMANENT_BACKOFF_MAX);
+    }
+}
