@@ -98,13 +98,30 @@ fn write_auth(s: &mut String, auth: &AuthConfig, now: SystemTime) -> std::fmt::R
             )?;
             let dpop = match &o.dpop {
                 None => "off".to_string(),
-                Some(DpopKeyConfig::Ephemeral) => "ephemeral".to_string(),
-                Some(DpopKeyConfig::KeyFile(p)) => format!("key file {}", p.display()),
+                Some(DpopKeyConfig::Ephemeral) => {
+                    "ephemeral (a new key each start; thumbprint in the log)".to_string()
+                }
+                Some(DpopKeyConfig::KeyFile(p)) => format!(
+                    "key file {} (JWK thumbprint {})",
+                    p.display(),
+                    dpop_thumbprint(p)
+                ),
             };
             writeln!(s, "    dpop: {dpop}")?;
             write_tls(s, "  token endpoint tls", &o.tls, now)
         }
     }
+}
+
+/// The RFC 7638 thumbprint of a DPoP key file: public, and what Tango binds tokens to.
+fn dpop_thumbprint(path: &std::path::Path) -> String {
+    crate::certs::load_dpop_key(path)
+        .ok()
+        .and_then(|der| crate::auth::dpop::DpopKey::from_pkcs8_der(der.secret_der()).ok())
+        .map_or_else(
+            || "unavailable".to_string(),
+            |key| key.thumbprint().to_owned(),
+        )
 }
 
 fn write_tls(s: &mut String, label: &str, tls: &TlsConfig, now: SystemTime) -> std::fmt::Result {

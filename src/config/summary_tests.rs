@@ -65,3 +65,32 @@ routes:
         "secret in Debug of Config"
     );
 }
+
+#[test]
+fn summary_shows_the_dpop_key_thumbprint_not_the_key() {
+    let f = Fixture::new();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let key_file = f.file("dpop.pem", &key.serialize_pem());
+    let yaml = format!(
+        r#"
+routes:
+  - name: oauth
+    match: {{ path_prefix: /raas }}
+    upstream: {{ url: "https://h.example" }}
+    auth:
+      oauth2:
+        token_url: "https://h.example/oauth/token"
+        client_id: cid
+        client_secret: cs-very-secret
+        dpop: {{ key_file: "{key_file}" }}
+"#
+    );
+    let c = f.ok(&yaml);
+    let s = summary(&c, SystemTime::now());
+    let expected = crate::auth::dpop::DpopKey::from_pkcs8_der(&key.serialize_der()).unwrap();
+    assert!(
+        s.contains(&format!("JWK thumbprint {}", expected.thumbprint())),
+        "no thumbprint in:\n{s}"
+    );
+    assert!(!s.contains("PRIVATE KEY") && !s.contains("very-secret"));
+}
