@@ -9,6 +9,7 @@ const EXAMPLE: &str = include_str!("../../config/gateway.example.yaml");
 fn example_with_secrets(f: &Fixture) -> String {
     f.file("tango-api-key", "api-key\n");
     f.file("tango-client-secret", "client-secret\n");
+    f.file("tango-service-password", "service-password\n");
     let dir = format!("{}/", f.dir.path().display());
     EXAMPLE.replace("/run/secrets/", &dir)
 }
@@ -23,12 +24,13 @@ fn example_config_passes() {
 }
 
 #[test]
-fn example_oauth2_route_passes_when_uncommented() {
+fn example_oauth2_routes_pass_when_uncommented() {
     // Uncomment the oauth2 route (lines starting with `  # ` after the marker, but not the
     // doubly commented optional keys).
     let f = Fixture::new()
         .env("TANGO_PLATFORM_NAME", "acme")
-        .env("TANGO_CLIENT_ID", "cid");
+        .env("TANGO_CLIENT_ID", "cid")
+        .env("TANGO_SERVICE_ACCOUNT", "svc");
     let text = example_with_secrets(&f);
     let start = text
         .find("  # - name: raas-oauth")
@@ -42,8 +44,9 @@ fn example_oauth2_route_passes_when_uncommented() {
         })
         .collect();
     let c = f.ok(&format!("{head}{tail}"));
-    assert_eq!(c.routes.len(), 2);
+    assert_eq!(c.routes.len(), 3);
     assert_eq!(c.routes[1].auth.kind(), "oauth2");
+    assert_eq!(c.routes[2].auth.kind(), "oauth2");
 }
 
 #[test]
