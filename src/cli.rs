@@ -1,4 +1,5 @@
-//! The command line (PRODUCT.md §2): `run` (default), `check`, `demo`.
+//! The command line (PRODUCT.md §2): `run` (default), `check`, `demo`, and the key tools
+//! `certs client`, `certs dev`, `dpop keygen` (whose logic lives in `tango_gateway::tools`).
 //!
 //! Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
 
@@ -6,8 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use tango_gateway::pki::KeyKind;
+use tango_gateway::tools::{self, ToolError};
 use tango_gateway::{app, config, demo, stack, telemetry, upstream};
 
 #[derive(Debug, Parser)]
@@ -31,6 +34,83 @@ enum Command {
     Check(ConfigArg),
     /// Run the whole pipeline against an embedded stand-in for Tango, with no setup.
     Demo(DemoArgs),
+    /// Make mTLS keys and certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Make DPoP keys.
+    #[command(subcommand)]
+    Dpop(DpopCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CertsCommand {
+    /// Make a client key, a CSR and a self-signed certificate to hand to Tango for mTLS.
+    Client(CertsClientArgs),
+    /// Make a throwaway CA, server and client certificates for local testing.
+    Dev(CertsDevArgs),
+}
+
+#[derive(Debug, Args)]
+struct CertsClientArgs {
+    /// The key algorithm.
+    #[arg(long, value_enum, default_value_t = KeyType::EcdsaP256)]
+    key_type: KeyType,
+    /// A common name, or a full DN when it contains `=` (e.g. CN=svc,O=Acme,C=US).
+    #[arg(long)]
+    subject: String,
+    /// Validity in days (at most 365).
+    #[arg(long, default_value_t = tools::MAX_CLIENT_DAYS)]
+    days: u32,
+    /// Directory for client.key, client.csr and client.pem (created when missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// Replace existing files.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, Args)]
+struct CertsDevArgs {
+    /// Directory for ca.pem, ca.key, server.pem, server.key, client.pem, client.key.
+    #[arg(long)]
+    out: PathBuf,
+    /// Replace existing files.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum KeyType {
+    #[value(name = "ecdsa-p256")]
+    EcdsaP256,
+    #[value(name = "rsa-2048")]
+    Rsa2048,
+}
+
+impl From<KeyType> for KeyKind {
+    fn from(key: KeyType) -> Self {
+        match key {
+            KeyType::EcdsaP256 => KeyKind::EcdsaP256,
+            KeyType::Rsa2048 => KeyKind::Rsa2048,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum DpopCommand {
+    /// Make a P-256 private key for DPoP (PKCS#8 PEM, mode 0600); print its public JWK and
+    /// JWK thumbprint.
+    Keygen(DpopKeygenArgs),
+}
+
+#[derive(Debug, Args)]
+struct DpopKeygenArgs {
+    /// The key file to write (its directory is created when missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// Replace an existing file.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -52,6 +132,7 @@ struct DemoArgs {
 }
 
 const EXIT_RUNTIME: u8 = 1;
+/// A usage or configuration error.
 const EXIT_CONFIG: u8 = 2;
 
 pub fn main() -> ExitCode {
@@ -72,6 +153,37 @@ pub fn main() -> ExitCode {
         Some(Command::Run(arg)) => runtime.block_on(run(arg.config)),
         Some(Command::Check(arg)) => check(arg.config),
         Some(Command::Demo(args)) => runtime.block_on(demo_command(args.serve)),
+        Some(Command::Certs(CertsCommand::Client(args))) => {
+            report(tools::client(&tools::ClientRequest {
+                key: args.key_type.into(),
+                subject: args.subject,
+                days: args.days,
+                out: args.out,
+                force: args.force,
+            }))
+        }
+        Some(Command::Certs(CertsCommand::Dev(args))) => report(tools::dev(&args.out, args.force)),
+        Some(Command::Dpop(DpopCommand::Keygen(args))) => {
+            report(tools::keygen(&args.out, args.force))
+        }
+    }
+}
+
+/// Prints what a key tool did, or why it did not (usage errors exit 2, failures 1).
+fn report<T: std::fmt::Display>(outcome: Result<T, ToolError>) -> ExitCode {
+    match outcome {
+        Ok(done) => {
+            print!("{done}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(if err.is_usage() {
+                EXIT_CONFIG
+            } else {
+                EXIT_RUNTIME
+            })
+        }
     }
 }
 

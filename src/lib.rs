@@ -20,4 +20,5 @@ pub mod retry;
 pub mod sandbox;
 pub mod stack;
 pub mod telemetry;
+pub mod tools;
 pub mod upstream;

@@ -7,6 +7,7 @@
 //! explicit request through [`ClientSpec`].
 
 mod files;
+mod subject;
 #[cfg(test)]
 mod tests;
 
@@ -20,7 +21,10 @@ use rcgen::{
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use secrecy::SecretString;
 
-pub use files::{write_new_file, DEV_FILE_NAMES, KEY_FILE_MODE};
+pub use files::{
+    write_new_file, write_new_files, NewFile, CERT_FILE_MODE, DEV_FILE_NAMES, KEY_FILE_MODE,
+};
+pub use subject::{Subject, SubjectAttr, SubjectError};
 
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -117,6 +121,8 @@ impl fmt::Debug for CertifiedMaterial {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientSpec {
     pub common_name: String,
+    /// A full subject DN; when set it is used instead of `common_name`.
+    pub subject: Option<Subject>,
     pub not_before: SystemTime,
     pub not_after: SystemTime,
     pub key: KeyKind,
@@ -128,15 +134,30 @@ impl ClientSpec {
         let now = SystemTime::now();
         ClientSpec {
             common_name: common_name.into(),
+            subject: None,
             not_before: now - DEFAULT_BACKDATE,
             not_after: now + DAY * DEFAULT_VALIDITY_DAYS as u32,
             key: KeyKind::EcdsaP256,
         }
     }
 
+    /// As [`ClientSpec::new`], named by a full subject (its CN is also `common_name`).
+    pub fn for_subject(subject: Subject) -> Self {
+        let mut spec = ClientSpec::new(subject.common_name().unwrap_or_default());
+        spec.subject = Some(subject);
+        spec
+    }
+
     /// Valid from an hour ago until `days` days from now (e.g. 730 for a too-long certificate).
     pub fn valid_for_days(mut self, days: u32) -> Self {
         self.not_after = SystemTime::now() + DAY * days;
+        self
+    }
+
+    /// Valid for exactly `days` days counted from `not_before`, the back-dated hour included,
+    /// so the whole window never exceeds `days` (what a "≤ 365 days" rule measures).
+    pub fn valid_for_total_days(mut self, days: u32) -> Self {
+        self.not_after = self.not_before + DAY * days;
         self
     }
 
@@ -155,7 +176,10 @@ impl ClientSpec {
 
     fn params(&self) -> Result<CertificateParams, rcgen::Error> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name = common_name(&self.common_name);
+        params.distinguished_name = match &self.subject {
+            Some(subject) => subject.to_distinguished_name(),
+            None => common_name(&self.common_name),
+        };
         params.not_before = self.not_before.into();
         params.not_after = self.not_after.into();
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];

@@ -168,3 +168,45 @@ fn writes_files_with_key_mode_0600_and_refuses_overwrite() {
     let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, KEY_FILE_MODE);
 }
+
+#[test]
+fn full_subject_lands_in_certificate_and_csr() {
+    let subject = Subject::parse("CN=svc,OU=Payments,O=Acme,C=US").unwrap();
+    let spec = ClientSpec::for_subject(subject);
+    assert_eq!(spec.common_name, "svc");
+    let (material, csr_pem) = self_signed_client(&spec).unwrap();
+    let cert = parse(&material.cert_der);
+    assert_eq!(
+        cert.subject().to_string(),
+        "C=US, O=Acme, OU=Payments, CN=svc"
+    );
+    assert_eq!(cert.subject(), cert.issuer());
+    let csr_der = rustls_pki_types::pem::PemObject::from_pem_slice(csr_pem.as_bytes())
+        .map(|d: rustls_pki_types::CertificateSigningRequestDer<'_>| d.as_ref().to_vec())
+        .unwrap();
+    let (_, csr) = X509CertificationRequest::from_der(&csr_der).unwrap();
+    assert_eq!(csr.certification_request_info.subject, *cert.subject());
+}
+
+#[test]
+fn common_name_spec_is_unchanged_by_the_subject_field() {
+    let (material, _) = self_signed_client(&ClientSpec::new("plain")).unwrap();
+    assert_eq!(parse(&material.cert_der).subject().to_string(), "CN=plain");
+}
+
+#[test]
+fn total_days_counts_the_backdated_hour() {
+    let spec = ClientSpec::new("x").valid_for_total_days(365);
+    let cert = ca_free_cert(&spec);
+    assert_eq!(validity_secs(&parse(&cert.cert_der)), MAX_VALIDITY_SECS);
+    // `valid_for_days` counts from now, so its window is an hour longer.
+    let longer = ca_free_cert(&ClientSpec::new("x").valid_for_days(365));
+    assert_eq!(
+        validity_secs(&parse(&longer.cert_der)),
+        MAX_VALIDITY_SECS + 3600
+    );
+}
+
+fn ca_free_cert(spec: &ClientSpec) -> CertifiedMaterial {
+    self_signed_client(spec).unwrap().0
+}
