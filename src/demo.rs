@@ -1,9 +1,10 @@
 //! `tango-gateway demo`: the whole pipeline on this machine with no setup.
 //!
-//! Certificates are made at start; an in-process fake Tango enforces client certificates,
-//! the ALB's `X-Forwarded-For` rule and Basic credentials; the gateway is started from a YAML
-//! file written next to that material and loaded through the same code as `run`. Then sample
-//! calls are made and explained step by step.
+//! Certificates are made at start; two in-process fake Tangos enforce client certificates and
+//! the ALB's `X-Forwarded-For` rule, one with Basic credentials and one with an OAuth token
+//! endpoint issuing DPoP-bound tokens (nonces required on both its endpoints); the gateway is
+//! started from a YAML file written next to that material and loaded through the same code as
+//! `run`. Then sample calls are made and explained step by step.
 
 use std::fs::DirBuilder;
 use std::os::unix::fs::DirBuilderExt;
@@ -21,11 +22,16 @@ use crate::app::{self, Running};
 use crate::body::Payload;
 use crate::config::{self, LogFormat};
 use crate::pki::{write_new_file, DevPki, KEY_FILE_MODE};
-use crate::sandbox::{FakeTango, FakeTangoOptions, Fault, FAKE_TANGO_HEADER};
+use crate::sandbox::{
+    FakeTango, FakeTangoOptions, Fault, OAuthServerOptions, RecordedRequest, FAKE_TANGO_HEADER,
+};
 use crate::telemetry;
 use crate::upstream::client::{build_client, HttpsClient};
 
 const PLATFORM_NAME: &str = "demo-platform";
+const OAUTH_CLIENT_ID: &str = "demo-client";
+/// Concurrent calls made on the OAuth route to show that they share one token.
+const CONCURRENT_CALLS: usize = 20;
 /// Fixed ports for `--serve`, so the printed curl commands work as written.
 const SERVE_LISTEN: &str = "127.0.0.1:8080";
 const SERVE_ADMIN: &str = "127.0.0.1:9901";
@@ -57,6 +63,8 @@ impl Drop for WorkDir {
 struct Demo {
     _dir: WorkDir,
     fake: FakeTango,
+    /// The second Tango: OAuth 2.0 with DPoP, behind the route `/dpop/`.
+    oauth_fake: FakeTango,
     gateway: Running,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
     /// The gateway's own mTLS client, used once to show what Tango's edge does without it.
@@ -73,6 +81,7 @@ pub async fn run(serve: bool) -> anyhow::Result<()> {
     };
     demo.gateway.shutdown().await;
     demo.fake.shutdown();
+    demo.oauth_fake.shutdown();
     outcome
 }
 
@@ -97,6 +106,37 @@ impl Demo {
             "fake Tango on {} (requires a client certificate from the dev CA, Basic auth, IP-only X-Forwarded-For)",
             fake.url()
         ));
+        let client_secret = format!("demo-secret-{}", uuid::Uuid::new_v4().simple());
+        write_new_file(
+            &dir.0.join("client-secret"),
+            client_secret.as_bytes(),
+            KEY_FILE_MODE,
+            false,
+        )
+        .context("writing the demo client secret")?;
+        let dpop_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .context("making the DPoP key")?;
+        write_new_file(
+            &dir.0.join("dpop.key"),
+            dpop_key.serialize_pem().as_bytes(),
+            KEY_FILE_MODE,
+            false,
+        )
+        .context("writing the DPoP key")?;
+        let oauth_fake = FakeTango::start(
+            FakeTangoOptions::from_dev_pki(&pki).with_oauth(
+                OAuthServerOptions::new(OAUTH_CLIENT_ID, &client_secret)
+                    .token_nonce()
+                    .api_nonce(),
+            ),
+        )
+        .await
+        .context("starting the OAuth fake Tango")?;
+        detail(&format!(
+            "fake Tango with OAuth on {} (token endpoint {}, DPoP-bound tokens, DPoP nonces required)",
+            oauth_fake.url(),
+            oauth_fake.token_endpoint_url()
+        ));
 
         let config_file = dir.0.join("gateway.yaml");
         let (listen, admin) = if serve {
@@ -106,7 +146,7 @@ impl Demo {
         };
         std::fs::write(
             &config_file,
-            gateway_yaml(&dir.0, &fake.url(), listen, admin),
+            gateway_yaml(&dir.0, &fake.url(), &oauth_fake.url(), listen, admin),
         )
         .context("writing the gateway config")?;
         let config = config::load(&config_file).map_err(|errors| anyhow!("{errors}"))?;
@@ -126,6 +166,7 @@ impl Demo {
         Ok(Demo {
             _dir: dir,
             fake,
+            oauth_fake,
             gateway,
             client,
             direct,
@@ -283,8 +324,91 @@ impl Demo {
             "browser calls are refused",
         )?;
 
+        self.oauth_tour().await?;
+
         step("Done: every call above went through the same pipeline `tango-gateway run` uses.");
         Ok(())
+    }
+
+    async fn oauth_tour(&self) -> anyhow::Result<()> {
+        let fake = &self.oauth_fake;
+        step(&format!(
+            "6. OAuth 2.0 + DPoP on the route /dpop/: {CONCURRENT_CALLS} concurrent calls share one token."
+        ));
+        self.wait_ready().await?;
+        detail(&format!(
+            "at start-up the gateway fetched the token: {} token requests (the first answered `use_dpop_nonce`, the second carried the nonce), {} token issued",
+            fake.token_requests(),
+            fake.tokens_issued()
+        ));
+        let calls = (0..CONCURRENT_CALLS)
+            .map(|_| self.call(Method::GET, "/dpop/raas/v2/catalogs?verbose=true", &[], ""));
+        let answers = futures_util::future::join_all(calls).await;
+        let ok = answers
+            .iter()
+            .filter(|a| matches!(a, Ok((status, _, _)) if *status == StatusCode::OK))
+            .count();
+        detail(&format!(
+            "{ok} of {CONCURRENT_CALLS} calls answered 200; token requests still {}",
+            fake.token_requests()
+        ));
+        expect(ok == CONCURRENT_CALLS, "every OAuth call should succeed")?;
+        expect(fake.tokens_issued() == 1, "one token for every call")?;
+        if let Some(request) = fake
+            .received()
+            .iter()
+            .rev()
+            .find(|r| r.path_and_query.starts_with("/raas/"))
+        {
+            describe_proof(request);
+        }
+
+        step("7. Tango rotates its DPoP nonce: 401 `use_dpop_nonce`, the gateway signs a new proof with it, same token.");
+        fake.rotate_nonce();
+        fake.clear();
+        let (status, headers, body) = self
+            .call(Method::GET, "/dpop/raas/v2/catalogs", &[], "")
+            .await?;
+        answer(status, &headers, &body);
+        expect(
+            status == StatusCode::OK,
+            "the nonce round trip should succeed",
+        )?;
+        detail(&format!(
+            "Tango saw {} requests: refused for the nonce, then accepted; tokens issued still {}",
+            fake.request_count(),
+            fake.tokens_issued()
+        ));
+
+        step("8. Tango revokes the token: 401, the gateway drops it, fetches one new token and resends once.");
+        fake.revoke_tokens();
+        fake.clear();
+        let (status, headers, body) = self
+            .call(Method::GET, "/dpop/raas/v2/catalogs", &[], "")
+            .await?;
+        answer(status, &headers, &body);
+        expect(
+            status == StatusCode::OK,
+            "the call after a refresh should succeed",
+        )?;
+        detail(&format!(
+            "tokens issued now {}; the caller saw only the 200",
+            fake.tokens_issued()
+        ));
+        Ok(())
+    }
+
+    /// Polls `/readyz` until the first OAuth token is in (at most 10 s).
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        let uri = format!("http://{}/readyz", self.gateway.admin_addr);
+        for _ in 0..200 {
+            let request = Request::get(uri.as_str()).body(Full::new(Bytes::new()))?;
+            if self.client.request(request).await?.status() == StatusCode::OK {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Err(anyhow!("the gateway did not become ready (no OAuth token)"))
     }
 
     async fn serve(&self) -> anyhow::Result<()> {
@@ -294,6 +418,7 @@ impl Demo {
         println!("    curl -i -H 'X-Forwarded-For: 203.0.113.42:54321' {base}/raas/v2/customers");
         println!("    curl -i -X POST -H 'Content-Type: application/json' -d '{{\"externalRefID\":\"x1\",\"amount\":5}}' {base}/raas/v2/orders");
         println!("    curl -i -H 'Origin: https://shop.example' {base}/raas/v2/catalogs");
+        println!("    curl -i {base}/dpop/raas/v2/catalogs      # OAuth 2.0 + DPoP route");
         println!("    curl -i http://{}/readyz", self.gateway.admin_addr);
         tokio::signal::ctrl_c()
             .await
@@ -302,7 +427,45 @@ impl Demo {
     }
 }
 
-fn gateway_yaml(dir: &Path, upstream: &str, listen: &str, admin: &str) -> String {
+/// What Tango received on the OAuth route: the proof's claims (never the token itself).
+fn describe_proof(request: &RecordedRequest) {
+    use base64::Engine as _;
+    let scheme = request
+        .header("authorization")
+        .and_then(|v| v.split_once(' '))
+        .map_or("none", |(scheme, _)| scheme);
+    let claims = request
+        .header("dpop")
+        .and_then(|proof| proof.split('.').nth(1))
+        .and_then(|part| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part)
+                .ok()
+        })
+        .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
+        .unwrap_or_default();
+    let short = |v: &serde_json::Value| {
+        let text = v.as_str().unwrap_or("-");
+        format!("{}…", text.chars().take(12).collect::<String>())
+    };
+    detail(&format!(
+        "one of them as Tango saw it: `Authorization: {scheme} <token>` and a DPoP proof with htm={} htu={} jti={} ath={} nonce={}",
+        claims["htm"].as_str().unwrap_or("-"),
+        claims["htu"].as_str().unwrap_or("-"),
+        claims["jti"].as_str().unwrap_or("-"),
+        short(&claims["ath"]),
+        short(&claims["nonce"]),
+    ));
+    detail("(the htu has no query string although the call had one; the fake verified signature, key binding (cnf.jkt), ath, iat and jti replay)");
+}
+
+fn gateway_yaml(
+    dir: &Path,
+    upstream: &str,
+    oauth_upstream: &str,
+    listen: &str,
+    admin: &str,
+) -> String {
     let file = |name: &str| dir.join(name).display().to_string();
     format!(
         r#"# Written by `tango-gateway demo`: the same schema as config/gateway.example.yaml.
@@ -334,7 +497,29 @@ routes:
       basic:
         username: "{PLATFORM_NAME}"
         password_file: "{api_key}"
+  - name: raas-dpop
+    match:
+      path_prefix: /dpop/
+    strip_prefix: true
+    upstream:
+      url: "{oauth_upstream}"
+      tls:
+        ca_file: "{ca}"
+        client_cert_file: "{cert}"
+        client_key_file: "{key}"
+    auth:
+      oauth2:
+        token_url: "{oauth_upstream}/oauth/token"
+        grant: client_credentials
+        client_id: "{OAUTH_CLIENT_ID}"
+        client_secret_file: "{client_secret}"
+        audience: "https://api.tangocard.com/"
+        scope: raas.all
+        dpop:
+          key_file: "{dpop_key}"
 "#,
+        client_secret = file("client-secret"),
+        dpop_key = file("dpop.key"),
         ca = file("ca.pem"),
         cert = file("client.pem"),
         key = file("client.key"),

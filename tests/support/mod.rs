@@ -18,7 +18,9 @@ use hyper_util::rt::TokioExecutor;
 use secrecy::ExposeSecret;
 use tango_gateway::app::{self, Running};
 use tango_gateway::pki::{write_new_file, Ca, ClientSpec, DevPki, KEY_FILE_MODE};
-use tango_gateway::sandbox::{FakeTango, FakeTangoOptions, RecordedRequest, FAKE_TANGO_HEADER};
+use tango_gateway::sandbox::{
+    FakeTango, FakeTangoOptions, OAuthServerOptions, RecordedRequest, TokenFault, FAKE_TANGO_HEADER,
+};
 use tempfile::TempDir;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -41,6 +43,56 @@ pub enum Tls {
     ForeignServerCa,
 }
 
+pub const CLIENT_ID: &str = "test-client";
+pub const SERVICE_ACCOUNT: &str = "svc-account";
+pub const AUDIENCE: &str = "https://api.tangocard.com/";
+
+/// How the route's OAuth 2.0 credentials and the fake's token endpoint are set up.
+#[derive(Debug, Clone)]
+pub struct OAuth {
+    /// `client_credentials` or `password`.
+    pub grant: &'static str,
+    /// `post` or `basic`.
+    pub client_auth: &'static str,
+    /// DPoP key: `None` (Bearer), `Some(false)` key file, `Some(true)` ephemeral.
+    pub dpop: Option<bool>,
+    pub token_lifetime: Duration,
+    pub refresh_at: Option<f64>,
+    /// `token_cache.store: file` in the test directory.
+    pub file_store: bool,
+    /// The fake's token endpoint demands a DPoP nonce.
+    pub token_nonce: bool,
+    /// The fake's API demands a DPoP nonce.
+    pub api_nonce: bool,
+    /// The fake answers Bearer tokens although a proof was sent.
+    pub bearer_only: bool,
+    /// The gateway is configured with a client secret the fake does not accept.
+    pub wrong_secret: bool,
+    /// Before the gateway starts: the token endpoint answers 503 to everything.
+    pub token_endpoint_down: bool,
+    /// Before the gateway starts: the first token request is answered after this delay.
+    pub first_token_delay: Option<Duration>,
+}
+
+impl Default for OAuth {
+    fn default() -> Self {
+        OAuth {
+            grant: "client_credentials",
+            client_auth: "post",
+            dpop: Some(false),
+            token_lifetime: Duration::from_secs(86_400),
+            refresh_at: None,
+            file_store: false,
+            token_nonce: false,
+            api_nonce: false,
+            bearer_only: false,
+            wrong_secret: false,
+            token_endpoint_down: false,
+            first_token_delay: None,
+        }
+    }
+}
+
 /// The knobs of the gateway YAML; defaults are a working mTLS + Basic route `raas`.
 pub struct Setup {
     xff_mode: String,
@@ -53,6 +105,7 @@ pub struct Setup {
     tls: Tls,
     max_body_bytes: Option<u64>,
     wrong_key: bool,
+    oauth: Option<OAuth>,
 }
 
 impl Setup {
@@ -71,7 +124,13 @@ impl Setup {
             tls: Tls::Mtls,
             max_body_bytes: None,
             wrong_key: false,
+            oauth: None,
         }
+    }
+    /// Every route authenticates with OAuth 2.0 against the fake's token endpoint.
+    pub fn oauth(mut self, oauth: OAuth) -> Self {
+        self.oauth = Some(oauth);
+        self
     }
     pub fn forwarded_for(mut self, mode: &str, static_ip: Option<&str>) -> Self {
         self.xff_mode = mode.to_owned();
@@ -143,18 +202,70 @@ impl Setup {
             true,
         );
 
-        let options = FakeTangoOptions::from_dev_pki(&pki).with_basic_auth(PLATFORM, &api_key);
+        let client_secret = format!("cs-{}", uuid::Uuid::new_v4().simple());
+        let service_password = format!("pw-{}", uuid::Uuid::new_v4().simple());
+        let mut options = FakeTangoOptions::from_dev_pki(&pki);
+        options = match &self.oauth {
+            None => options.with_basic_auth(PLATFORM, &api_key),
+            Some(oauth) => {
+                let mut server = OAuthServerOptions::new(CLIENT_ID, &client_secret)
+                    .with_service_account(SERVICE_ACCOUNT, &service_password)
+                    .token_lifetime(oauth.token_lifetime);
+                if oauth.dpop.is_none() {
+                    server = server.without_dpop();
+                }
+                if oauth.token_nonce {
+                    server = server.token_nonce();
+                }
+                if oauth.api_nonce {
+                    server = server.api_nonce();
+                }
+                if oauth.bearer_only {
+                    server = server.bearer_only();
+                }
+                let configured = if oauth.wrong_secret {
+                    "not-the-secret"
+                } else {
+                    client_secret.as_str()
+                };
+                write_new_file(
+                    &dir.path().join("client-secret"),
+                    configured.as_bytes(),
+                    KEY_FILE_MODE,
+                    false,
+                )
+                .unwrap();
+                write_new_file(
+                    &dir.path().join("service-password"),
+                    service_password.as_bytes(),
+                    KEY_FILE_MODE,
+                    false,
+                )
+                .unwrap();
+                let dpop_key =
+                    rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+                write_pem(dir.path(), "dpop.key", &dpop_key.serialize_pem(), true);
+                options.with_oauth(server)
+            }
+        };
         let fake = FakeTango::start(options).await.unwrap();
+        if let Some(oauth) = &self.oauth {
+            fake.set_token_endpoint_down(oauth.token_endpoint_down);
+            if let Some(delay) = oauth.first_token_delay {
+                fake.push_token_fault(TokenFault::Delay(delay));
+            }
+        }
         let config_file = dir.path().join("gateway.yaml");
         std::fs::write(&config_file, self.yaml(dir.path(), &fake.url(), &key_file)).unwrap();
-        let config = tango_gateway::config::load_with_env(&config_file, &HashMap::new())
-            .unwrap_or_else(|e| panic!("harness config refused:\n{e}"));
-        let gateway = app::start(config).await.unwrap();
+        let gateway = start_gateway(&config_file).await;
         let client = Client::builder(TokioExecutor::new()).build_http();
         Harness {
             dir,
             pki,
             api_key,
+            client_secret,
+            service_password,
+            config_file,
             fake,
             gateway,
             client,
@@ -219,13 +330,65 @@ impl Setup {
                 y += &format!("        client_cert_file: \"{}\"\n", file(cert));
                 y += &format!("        client_key_file: \"{}\"\n", file(key));
             }
-            y += &format!(
-                "    auth:\n      basic:\n        username: \"{PLATFORM}\"\n        password_file: \"{}\"\n",
-                key_file.display()
-            );
+            match &self.oauth {
+                None => {
+                    y += &format!(
+                        "    auth:\n      basic:\n        username: \"{PLATFORM}\"\n        password_file: \"{}\"\n",
+                        key_file.display()
+                    );
+                }
+                Some(oauth) => y += &oauth_yaml(oauth, dir, fake_url),
+            }
+        }
+        if let Some(oauth) = &self.oauth {
+            if oauth.file_store {
+                y += &format!(
+                    "token_cache:\n  store: file\n  path: \"{}\"\n",
+                    file("tokens.json")
+                );
+            }
         }
         y
     }
+}
+
+fn oauth_yaml(oauth: &OAuth, dir: &Path, fake_url: &str) -> String {
+    let file = |name: &str| dir.join(name).display().to_string();
+    let mut y = String::from("    auth:\n      oauth2:\n");
+    y += &format!("        token_url: \"{fake_url}/oauth/token\"\n");
+    y += &format!("        grant: {}\n", oauth.grant);
+    y += &format!("        client_id: {CLIENT_ID}\n");
+    y += &format!(
+        "        client_secret_file: \"{}\"\n",
+        file("client-secret")
+    );
+    if oauth.grant == "password" {
+        y += &format!("        username: {SERVICE_ACCOUNT}\n");
+        y += &format!("        password_file: \"{}\"\n", file("service-password"));
+    }
+    y += &format!("        audience: \"{AUDIENCE}\"\n        scope: raas.all\n");
+    y += &format!("        client_auth: {}\n", oauth.client_auth);
+    if let Some(refresh_at) = oauth.refresh_at {
+        y += &format!("        refresh_at: {refresh_at}\n");
+    }
+    match oauth.dpop {
+        None => {}
+        Some(false) => {
+            y += &format!(
+                "        dpop:\n          key_file: \"{}\"\n",
+                file("dpop.key")
+            )
+        }
+        Some(true) => y += "        dpop:\n          ephemeral: true\n",
+    }
+    y
+}
+
+/// Loads `config_file` as `run` does and starts a gateway from it.
+async fn start_gateway(config_file: &Path) -> Running {
+    let config = tango_gateway::config::load_with_env(config_file, &HashMap::new())
+        .unwrap_or_else(|e| panic!("harness config refused:\n{e}"));
+    app::start(config).await.unwrap()
 }
 
 fn write_pem(dir: &Path, name: &str, pem: &str, secret: bool) -> PathBuf {
@@ -272,6 +435,10 @@ pub struct Harness {
     pub dir: TempDir,
     pub pki: DevPki,
     pub api_key: String,
+    /// The OAuth client secret and service-account password the fake accepts.
+    pub client_secret: String,
+    pub service_password: String,
+    pub config_file: PathBuf,
     pub fake: FakeTango,
     pub gateway: Running,
     client: Client<HttpConnector, Full<Bytes>>,
@@ -280,6 +447,40 @@ pub struct Harness {
 impl Harness {
     pub async fn start() -> Harness {
         Setup::new().start().await
+    }
+
+    /// Stops the gateway and starts a new one from the same config file (same fake).
+    pub async fn restart_gateway(&mut self) {
+        let fresh = start_gateway(&self.config_file).await;
+        let old = std::mem::replace(&mut self.gateway, fresh);
+        old.shutdown().await;
+    }
+
+    /// GET on the admin listener: (status, body).
+    pub async fn admin_get(&self, path: &str) -> (StatusCode, serde_json::Value) {
+        let uri = format!("http://{}{}", self.gateway.admin_addr, path);
+        let response = self
+            .client
+            .request(Request::get(uri).body(Full::new(Bytes::new())).unwrap())
+            .await
+            .expect("the admin listener answers");
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    /// Polls `/readyz` until it answers 200 (panics after 10 s).
+    pub async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if self.admin_get("/readyz").await.0 == StatusCode::OK {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "the gateway did not become ready: {:?}",
+            self.admin_get("/readyz").await
+        );
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -197,9 +197,11 @@ impl TokenSource {
                 Ok(token) => {
                     failures = 0;
                     retry_at = None;
+                    // New callers get it at once; waiters are woken once it is also
+                    // saved, so a restart right after a first call finds it in the store.
                     self.current.store(Some(token.clone()));
-                    self.status.send_replace(LastFetch::Succeeded);
                     self.store.save(&self.store_id, &token).await;
+                    self.status.send_replace(LastFetch::Succeeded);
                 }
                 Err(err) => {
                     failures = failures.saturating_add(1);
