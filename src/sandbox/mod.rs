@@ -4,15 +4,19 @@
 //! with a required client certificate, the ALB's `X-Forwarded-For` rule, Basic credentials,
 //! `externalRefID` idempotency — and never panics on what a client sends.
 //!
-//! Pieces: [`alb`] (the XFF rule, pure), [`raas`] (canned endpoints, pure), `fake_tango` (TLS
+//! Pieces: [`alb`] (the XFF rule, pure), [`raas`] (canned endpoints, pure), [`dpop_verify`]
+//! (DPoP proof checks, pure and independent of the gateway's signer), `fake_tango` (TLS
 //! listener and per-connection serving), `handler` (one request: record, ALB, faults, auth,
 //! RaaS), `body` (whole or stalling response bodies).
 
 pub mod alb;
 mod body;
+pub mod dpop_verify;
 mod fake_tango;
 mod handler;
 pub mod raas;
+#[cfg(test)]
+pub(crate) mod test_proofs;
 #[cfg(test)]
 mod tests;
 
