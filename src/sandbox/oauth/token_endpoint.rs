@@ -6,7 +6,7 @@
 //! never-seen proof (with the current nonce when one is demanded).
 
 use aws_lc_rs::constant_time::verify_slices_are_equal;
-use http::header::{HeaderValue, ALLOW};
+use http::header::{HeaderValue, ALLOW, WWW_AUTHENTICATE};
 use http::{HeaderMap, Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -46,6 +46,12 @@ impl AuthServer {
                 let mut answer = reply(error.status, body);
                 if error.code == "use_dpop_nonce" {
                     answer.headers.extend(self.nonce_header());
+                }
+                // RFC 6749 §5.2: a client that tried Basic gets a Basic challenge with its 401.
+                let tried_basic = !matches!(form::basic_client(request.headers), Ok(None));
+                if error.status == StatusCode::UNAUTHORIZED && tried_basic {
+                    let challenge = HeaderValue::from_static(r#"Basic realm="oauth""#);
+                    answer.headers.push((WWW_AUTHENTICATE, challenge));
                 }
                 if error.status == StatusCode::METHOD_NOT_ALLOWED {
                     answer
