@@ -136,43 +136,33 @@ pub fn access_token_hash(token: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    //! The proofs are checked here without `jsonwebtoken`: the JWS is split and decoded by
-    //! hand, the signature verified with aws-lc-rs from the `jwk` coordinates, and the
-    //! thumbprint recomputed from RFC 7638's canonical JSON.
+    //! The proofs are checked here by the fake Tango's verifier (`crate::sandbox::dpop_verify`),
+    //! which shares no code with this signer: it splits the JWS by hand, verifies the ES256
+    //! signature with aws-lc-rs from the `jwk` coordinates, and recomputes the RFC 7638
+    //! thumbprint and the `ath` from their definitions. Each claim is then asserted here too.
     use super::*;
-    use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
+    use crate::sandbox::dpop_verify::{self as verifier, ProofCheck, VerifiedProof};
     use serde_json::Value;
     use std::collections::HashSet;
 
-    fn decode_part(part: &str) -> Value {
-        URL_SAFE_NO_PAD
-            .decode(part)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or(Value::Null)
-    }
-
-    /// Verifies a compact JWS independently; returns (header, claims) when valid.
-    fn verify(proof: &HeaderValue) -> Option<(Value, Value)> {
-        let text = proof.to_str().ok()?;
-        let parts: Vec<&str> = text.split('.').collect();
-        if parts.len() != 3 {
-            return None;
-        }
-        let header = decode_part(parts[0]);
-        let claims = decode_part(parts[1]);
-        let jwk = header.get("jwk")?;
-        let x = URL_SAFE_NO_PAD.decode(jwk.get("x")?.as_str()?).ok()?;
-        let y = URL_SAFE_NO_PAD.decode(jwk.get("y")?.as_str()?).ok()?;
-        let mut point = vec![0x04];
-        point.extend_from_slice(&x);
-        point.extend_from_slice(&y);
-        let signature = URL_SAFE_NO_PAD.decode(parts[2]).ok()?;
-        let signing_input = format!("{}.{}", parts[0], parts[1]);
-        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point)
-            .verify(signing_input.as_bytes(), &signature)
-            .ok()?;
-        Some((header, claims))
+    /// Verifies `proof` as a server expecting exactly these would.
+    fn verify(
+        proof: &HeaderValue,
+        method: &str,
+        htu: &str,
+        access_token: Option<&str>,
+        nonce: Option<&str>,
+    ) -> Option<VerifiedProof> {
+        let check = ProofCheck {
+            method,
+            htu,
+            access_token,
+            nonce,
+            now: SystemTime::now(),
+        };
+        let verified = verifier::verify_proof(proof.to_str().ok()?, &check);
+        assert!(verified.is_ok(), "{verified:?}");
+        verified.ok()
     }
 
     fn key() -> Option<DpopKey> {
@@ -198,7 +188,22 @@ mod tests {
                 now,
             )
             .ok();
-        let Some((header, claims)) = proof.as_ref().and_then(verify) else {
+        // The verifier checks htm, htu (exactly: no query, no fragment), ath and nonce.
+        let Some(VerifiedProof {
+            header,
+            claims,
+            jkt,
+            ..
+        }) = proof.as_ref().and_then(|p| {
+            verify(
+                p,
+                "GET",
+                "https://api.example/raas/v2/catalogs",
+                Some("tok-123"),
+                Some("n-1"),
+            )
+        })
+        else {
             panic!("proof does not verify")
         };
         assert!(proof.is_some_and(|p| p.is_sensitive()));
@@ -209,6 +214,7 @@ mod tests {
             .map(|o| o.keys().map(String::as_str).collect())
             .unwrap_or_default();
         assert_eq!(jwk_keys, HashSet::from(["kty", "crv", "x", "y"]));
+        assert_eq!(jkt, key.thumbprint());
         assert_eq!(claims["htm"], "GET");
         assert_eq!(claims["htu"], "https://api.example/raas/v2/catalogs");
         assert_eq!(claims["nonce"], "n-1");
@@ -218,10 +224,9 @@ mod tests {
         assert!(claims["jti"]
             .as_str()
             .and_then(|j| uuid::Uuid::parse_str(j).ok())
-            .is_some());
-        // ath recomputed from the definition: base64url(SHA-256("tok-123")).
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"tok-123");
-        assert_eq!(claims["ath"], URL_SAFE_NO_PAD.encode(digest.as_ref()));
+            .is_some_and(|j| j.get_version_num() == 4));
+        // ath from its definition, computed by the verifier's own code: base64url(SHA-256).
+        assert_eq!(claims["ath"], verifier::access_token_hash("tok-123"));
     }
 
     #[test]
@@ -238,12 +243,16 @@ mod tests {
                 SystemTime::now(),
             )
             .ok();
-        let Some((_, claims)) = proof.as_ref().and_then(verify) else {
+        // Without an access token the verifier refuses any `ath`.
+        let Some(verified) = proof
+            .as_ref()
+            .and_then(|p| verify(p, "POST", "https://auth.example/oauth/token", None, None))
+        else {
             panic!("proof does not verify")
         };
-        assert_eq!(claims["htm"], "POST");
-        assert!(claims.get("ath").is_none());
-        assert!(claims.get("nonce").is_none());
+        assert_eq!(verified.claims["htm"], "POST");
+        assert!(verified.claims.get("ath").is_none());
+        assert!(verified.claims.get("nonce").is_none());
     }
 
     #[test]
@@ -251,14 +260,15 @@ mod tests {
         let Some(key) = key() else {
             panic!("key generation failed")
         };
-        let target = uri("https://api.example/raas/v2/orders");
+        let url = "https://api.example/raas/v2/orders";
+        let target = uri(url);
         let jtis: HashSet<String> = (0..50)
             .filter_map(|_| {
                 key.proof(&Method::POST, &target, Some("t"), None, SystemTime::now())
                     .ok()
             })
-            .filter_map(|p| verify(&p))
-            .filter_map(|(_, claims)| claims["jti"].as_str().map(str::to_owned))
+            .filter_map(|p| verify(&p, "POST", url, Some("t"), None))
+            .map(|verified| verified.jti)
             .collect();
         assert_eq!(jtis.len(), 50);
     }
@@ -269,15 +279,12 @@ mod tests {
             panic!("key generation failed")
         };
         let jwk = serde_json::to_value(key.public_jwk()).unwrap_or(Value::Null);
-        // RFC 7638 §3.2: required members only, lexicographic order, no whitespace.
-        let canonical = format!(
-            r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
-            jwk["crv"].as_str().unwrap_or(""),
-            jwk["x"].as_str().unwrap_or(""),
-            jwk["y"].as_str().unwrap_or("")
+        // RFC 7638 §3.2 (required members only, lexicographic order, no whitespace), computed
+        // by the verifier, which is checked against RFC 9449's published thumbprint.
+        assert_eq!(
+            verifier::jwk_thumbprint(&jwk).as_deref(),
+            Some(key.thumbprint())
         );
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
-        assert_eq!(key.thumbprint(), URL_SAFE_NO_PAD.encode(digest.as_ref()));
         assert_eq!(jwk["crv"], "P-256");
     }
 

@@ -22,7 +22,8 @@ use tokio_rustls::TlsAcceptor;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::handler::{self, ConnInfo, State};
-use super::{FakeTangoOptions, Fault, RecordedRequest};
+use super::oauth::AuthServer;
+use super::{FakeTangoOptions, Fault, RecordedRequest, TokenFault, TOKEN_PATH};
 
 /// A handshake slower than this is counted as failed (a client that connects and says nothing).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,8 +66,12 @@ impl FakeTango {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let state = State {
+            oauth: options.oauth.map(AuthServer::new).transpose()?,
+            ..State::default()
+        };
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
             connections: AtomicUsize::new(0),
             failed_handshakes: AtomicUsize::new(0),
             basic_auth: options.basic_auth,
@@ -102,15 +107,77 @@ impl FakeTango {
         self.shared.lock().received.len()
     }
 
-    /// Forgets recorded requests and pending faults (orders are kept).
+    /// Forgets recorded requests and pending faults, token faults included (orders, tokens
+    /// and counters are kept).
     pub fn clear(&self) {
         let mut state = self.shared.lock();
         state.received.clear();
         state.faults.clear();
+        if let Some(server) = state.oauth.as_mut() {
+            server.clear_faults();
+        }
     }
 
     pub fn orders_created(&self) -> usize {
         self.shared.lock().raas.orders_created()
+    }
+
+    /// `{url}/oauth/token`, the token endpoint (served only when OAuth is on).
+    pub fn token_endpoint_url(&self) -> String {
+        format!("{}{TOKEN_PATH}", self.url())
+    }
+
+    /// Requests that reached `/oauth/token` (after the ALB rule), whatever the outcome.
+    pub fn token_requests(&self) -> usize {
+        self.with_oauth(|server| server.token_requests())
+            .unwrap_or(0)
+    }
+
+    pub fn tokens_issued(&self) -> usize {
+        self.with_oauth(|server| server.tokens_issued())
+            .unwrap_or(0)
+    }
+
+    /// Queues a fault for the next token requests (no effect without OAuth). API requests never
+    /// take it.
+    pub fn push_token_fault(&self, fault: TokenFault) {
+        self.with_oauth(|server| server.push_fault(fault));
+    }
+
+    /// While down, every token request gets `503 {"error":"temporarily_unavailable"}`.
+    pub fn set_token_endpoint_down(&self, down: bool) {
+        self.with_oauth(|server| server.set_down(down));
+    }
+
+    /// Every token issued so far is refused by the API from now on (`401 invalid_token`).
+    pub fn revoke_tokens(&self) {
+        self.with_oauth(AuthServer::revoke);
+    }
+
+    /// A new server nonce for both endpoints; the old one is refused from now on.
+    pub fn rotate_nonce(&self) {
+        self.with_oauth(AuthServer::rotate_nonce);
+    }
+
+    /// The current server nonce (`None` without OAuth).
+    pub fn current_nonce(&self) -> Option<String> {
+        self.with_oauth(|server| server.nonce().to_owned())
+    }
+
+    /// `401`s the API side answered, for any reason (nonce challenges and Basic included).
+    pub fn api_auth_failures(&self) -> usize {
+        self.shared.lock().api_auth_failures
+    }
+
+    /// Why the token endpoint or the API last refused credentials, for test diagnostics
+    /// (e.g. `"api: DPoP proof: the proof's htu does not match the request URI"`). Never holds
+    /// a token, a proof or a secret.
+    pub fn last_proof_error(&self) -> Option<String> {
+        self.with_oauth(|server| server.last_rejection()).flatten()
+    }
+
+    fn with_oauth<T>(&self, f: impl FnOnce(&mut AuthServer) -> T) -> Option<T> {
+        self.shared.lock().oauth.as_mut().map(f)
     }
 
     pub fn connections_accepted(&self) -> usize {

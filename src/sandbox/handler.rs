@@ -1,25 +1,29 @@
-//! One request through the fake: record it, apply the ALB rule, then a pending fault, then
-//! Basic credentials, then the canned RaaS answer.
+//! One request through the fake: record it, apply the ALB rule, then either the token route
+//! (`/oauth/token` when OAuth is on) or a pending API fault, credentials (an OAuth token, else
+//! Basic) and the canned RaaS answer.
 //!
 //! Invariant: every request that completed the handshake is recorded, whatever happens next,
-//! and every answer the fake makes carries `x-fake-tango: 1`; input never causes a panic.
+//! and every answer the fake makes carries `x-fake-tango: 1`; API faults are taken only by API
+//! requests and token faults only by token requests; input never causes a panic.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use base64::Engine as _;
 use bytes::Bytes;
-use http::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use secrecy::ExposeSecret;
 
+use super::api_auth::authenticate;
 use super::body::FakeBody;
 use super::fake_tango::Shared;
+use super::oauth::{AuthServer, TokenStep};
 use super::raas::{self, Raas};
-use super::{alb, BasicCredentials, Fault, RecordedRequest, FAKE_TANGO_HEADER};
+use super::token_route;
+use super::{alb, Fault, RecordedRequest, FAKE_TANGO_HEADER, TOKEN_PATH};
 
 /// Larger request bodies are refused; nothing Tango accepts comes close.
 const MAX_REQUEST_BODY: usize = 1024 * 1024;
@@ -38,6 +42,18 @@ pub(super) struct State {
     /// Pending faults with how many more requests each applies to.
     pub(super) faults: VecDeque<(Fault, usize)>,
     pub(super) raas: Raas,
+    /// The authorization server, when OAuth is on.
+    pub(super) oauth: Option<AuthServer>,
+    /// `401`s the API side answered, whatever the reason.
+    pub(super) api_auth_failures: usize,
+}
+
+/// Where a request goes after the ALB rule.
+enum Route {
+    /// `/oauth/token` with OAuth on, and what its fault queue decided.
+    Token(TokenStep),
+    /// Anything else, with the API fault it takes.
+    Api(Option<Fault>),
 }
 
 impl State {
@@ -50,6 +66,16 @@ impl State {
         if times > 0 {
             self.faults.push_back((fault, times));
         }
+    }
+
+    /// Routes a request and takes the fault of its queue (token or API) for it.
+    fn route(&mut self, path: &str) -> Route {
+        if path == TOKEN_PATH {
+            if let Some(server) = self.oauth.as_mut() {
+                return Route::Token(server.begin_token_request());
+            }
+        }
+        Route::Api(self.next_fault())
     }
 
     fn next_fault(&mut self) -> Option<Fault> {
@@ -82,7 +108,7 @@ pub(super) async fn handle(
         Ok(collected) => (collected.to_bytes(), false),
         Err(_) => (Bytes::new(), true),
     };
-    let fault = {
+    let route = {
         let mut state = shared.lock();
         state.received.push(RecordedRequest {
             method: parts.method.clone(),
@@ -96,8 +122,23 @@ pub(super) async fn handle(
         if let Some(refused) = alb::check::<FakeBody>(&parts.headers) {
             return Ok(mark(refused));
         }
-        state.next_fault()
+        state.route(parts.uri.path())
     };
+    match route {
+        Route::Token(step) => token_route::serve(shared, &parts, &body, too_large, step).await,
+        Route::Api(fault) => api(shared, &parts, &path, &body, too_large, fault).await,
+    }
+}
+
+/// An API request after the ALB rule: its fault, then credentials, then the RaaS answer.
+async fn api(
+    shared: Arc<Shared>,
+    parts: &Parts,
+    path: &str,
+    body: &Bytes,
+    too_large: bool,
+    fault: Option<Fault>,
+) -> Result<Response<FakeBody>, DropConnection> {
     let mut stall_after = None;
     match fault {
         Some(Fault::Status {
@@ -106,7 +147,7 @@ pub(super) async fn handle(
             ..
         }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut response = json(status, &raas::error_body(status, &path, "Injected fault."));
+            let mut response = json(status, &raas::error_body(status, path, "Injected fault."));
             if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
                 response.headers_mut().insert(RETRY_AFTER, value);
             }
@@ -125,14 +166,12 @@ pub(super) async fn handle(
         let status = StatusCode::PAYLOAD_TOO_LARGE;
         json(
             status,
-            &raas::error_body(status, &path, "Request body too large."),
+            &raas::error_body(status, path, "Request body too large."),
         )
-    } else if !authorized(shared.basic_auth.as_ref(), &parts.headers) {
-        let status = StatusCode::UNAUTHORIZED;
-        let message = "Full authentication is required to access this resource.";
-        json(status, &raas::error_body(status, &path, message))
+    } else if let Some(refused) = authenticate(&shared, parts, path) {
+        refused
     } else {
-        let answer = shared.lock().raas.answer(&parts.method, &path, &body);
+        let answer = shared.lock().raas.answer(&parts.method, path, body);
         json(answer.status, &answer.body)
     };
     Ok(match stall_after {
@@ -141,32 +180,7 @@ pub(super) async fn handle(
     })
 }
 
-/// True when no credentials are expected, or `Authorization: Basic` carries exactly them.
-fn authorized(expected: Option<&BasicCredentials>, headers: &http::HeaderMap) -> bool {
-    let Some(expected) = expected else {
-        return true;
-    };
-    let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let Some((scheme, encoded)) = value.trim().split_once(' ') else {
-        return false;
-    };
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return false;
-    }
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-        return false;
-    };
-    let Ok(text) = String::from_utf8(decoded) else {
-        return false;
-    };
-    text.split_once(':').is_some_and(|(user, password)| {
-        user == expected.username && password == expected.password.expose_secret()
-    })
-}
-
-fn json(status: StatusCode, body: &serde_json::Value) -> Response<FakeBody> {
+pub(super) fn json(status: StatusCode, body: &serde_json::Value) -> Response<FakeBody> {
     let mut response = Response::new(FakeBody::full(body.to_string()));
     *response.status_mut() = status;
     response
@@ -175,7 +189,7 @@ fn json(status: StatusCode, body: &serde_json::Value) -> Response<FakeBody> {
     mark(response)
 }
 
-fn mark(mut response: Response<FakeBody>) -> Response<FakeBody> {
+pub(super) fn mark(mut response: Response<FakeBody>) -> Response<FakeBody> {
     response
         .headers_mut()
         .insert(FAKE_TANGO_HEADER, HeaderValue::from_static("1"));

@@ -4,17 +4,26 @@
 //! with a required client certificate, the ALB's `X-Forwarded-For` rule, Basic credentials,
 //! `externalRefID` idempotency — and never panics on what a client sends.
 //!
-//! Pieces: [`alb`] (the XFF rule, pure), [`raas`] (canned endpoints, pure), `fake_tango` (TLS
+//! Pieces: [`alb`] (the XFF rule, pure), [`raas`] (canned endpoints, pure), [`dpop_verify`]
+//! (DPoP proof checks, pure and independent of the gateway's signer), `fake_tango` (TLS
 //! listener and per-connection serving), `handler` (one request: record, ALB, faults, auth,
-//! RaaS), `body` (whole or stalling response bodies).
+//! RaaS), `api_auth` (an API request's credentials: OAuth token and proof, or Basic), `oauth`
+//! (the authorization server and the API's token check, pure), `token_route` (`/oauth/token`:
+//! its faults, then `oauth`), `body` (whole or stalling response bodies).
 
 pub mod alb;
+mod api_auth;
 mod body;
+pub mod dpop_verify;
 mod fake_tango;
 mod handler;
+mod oauth;
 pub mod raas;
 #[cfg(test)]
+pub(crate) mod test_proofs;
+#[cfg(test)]
 mod tests;
+mod token_route;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -28,6 +37,7 @@ use secrecy::SecretString;
 use crate::pki::{CertifiedMaterial, DevPki};
 
 pub use fake_tango::FakeTango;
+pub use oauth::{OAuthServerOptions, TokenFault, DEFAULT_TOKEN_LIFETIME, TOKEN_PATH};
 
 /// Header on every answer the fake makes, so tests can tell it from gateway-made answers.
 pub const FAKE_TANGO_HEADER: &str = "x-fake-tango";
@@ -43,6 +53,9 @@ pub struct FakeTangoOptions {
     pub require_client_cert: bool,
     /// When set, every request needs `Authorization: Basic` with these, else `401`.
     pub basic_auth: Option<BasicCredentials>,
+    /// When set, the fake serves `POST /oauth/token` and every other path needs one of its
+    /// tokens (with a DPoP proof when bound) instead of Basic credentials.
+    pub oauth: Option<OAuthServerOptions>,
 }
 
 impl FakeTangoOptions {
@@ -54,6 +67,7 @@ impl FakeTangoOptions {
             client_ca: vec![client_ca.cert_der.clone()],
             require_client_cert: true,
             basic_auth: None,
+            oauth: None,
         }
     }
 
@@ -67,6 +81,12 @@ impl FakeTangoOptions {
             username: username.to_owned(),
             password: SecretString::from(password.to_owned()),
         });
+        self
+    }
+
+    /// Serves an OAuth 2.0 token endpoint; the API then takes its tokens instead of Basic.
+    pub fn with_oauth(mut self, options: OAuthServerOptions) -> Self {
+        self.oauth = Some(options);
         self
     }
 
@@ -85,6 +105,7 @@ impl fmt::Debug for FakeTangoOptions {
             .field("client_ca_len", &self.client_ca.len())
             .field("require_client_cert", &self.require_client_cert)
             .field("basic_auth", &self.basic_auth)
+            .field("oauth", &self.oauth)
             .finish()
     }
 }

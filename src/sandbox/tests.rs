@@ -16,6 +16,7 @@ use tokio_rustls::TlsConnector;
 use super::*;
 use crate::pki::{Ca, ClientSpec, DevPki};
 
+mod oauth;
 mod tls;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
