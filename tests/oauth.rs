@@ -272,12 +272,17 @@ async fn a_401_drops_the_token_and_the_call_succeeds_with_a_new_one() {
     let answer = h
         .call(
             Method::POST,
-            "/raas/v2/customers",
+            "/raas/v2/orders",
             &[("content-type", "application/json")],
-            r#"{"customerIdentifier":"c9","displayName":"C9"}"#,
+            r#"{"customerIdentifier":"c","accountIdentifier":"a","amount":5,"utid":"U1"}"#,
         )
         .await;
     assert!(answer.status.is_success(), "{answer:?}");
+    assert_eq!(
+        h.fake.orders_created(),
+        1,
+        "the refused attempt created nothing"
+    );
     assert_eq!(h.fake.tokens_issued(), 2);
     let seen = api_requests(&h);
     assert_eq!(seen.len(), 3);
