@@ -17,7 +17,7 @@ use http::Method;
 use serde_json::Value;
 use support::{Harness, OAuth, Setup, AUDIENCE, CLIENT_ID, SERVICE_ACCOUNT};
 use tango_gateway::sandbox::dpop_verify::{verify_proof, ProofCheck};
-use tango_gateway::sandbox::{Fault, RecordedRequest};
+use tango_gateway::sandbox::{Fault, RecordedRequest, TokenFault};
 
 const TOKEN_PATH: &str = "/oauth/token";
 
@@ -609,4 +609,20 @@ async fn an_ephemeral_key_works_too() {
     let (scheme, token) = presented_token(&seen[0]);
     assert_eq!(scheme, "DPoP");
     assert!(token_claims(&token)["cnf"]["jkt"].is_string());
+}
+
+#[tokio::test]
+async fn a_malformed_token_answer_is_transient_and_retried_soon() {
+    let h = Setup::new()
+        .oauth(OAuth::default())
+        .start_with(|fake| fake.push_token_fault(TokenFault::Malformed { times: 1 }))
+        .await;
+    h.wait_ready().await;
+    assert_eq!(h.get("/raas/v2/catalogs").await.status, 200);
+    assert_eq!(
+        h.fake.token_requests(),
+        2,
+        "the malformed answer, then a good one"
+    );
+    assert_eq!(h.fake.tokens_issued(), 1);
 }

@@ -178,6 +178,12 @@ impl Setup {
     }
 
     pub async fn start(self) -> Harness {
+        self.start_with(|_| {}).await
+    }
+
+    /// Starts, calling `prepare` on the fake before the gateway starts (to queue faults the
+    /// gateway's first token request meets).
+    pub async fn start_with(self, prepare: impl FnOnce(&FakeTango)) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let pki = DevPki::generate().unwrap();
         pki.write_to(dir.path(), false).unwrap();
@@ -255,6 +261,7 @@ impl Setup {
                 fake.push_token_fault(TokenFault::Delay(delay));
             }
         }
+        prepare(&fake);
         let config_file = dir.path().join("gateway.yaml");
         std::fs::write(&config_file, self.yaml(dir.path(), &fake.url(), &key_file)).unwrap();
         let gateway = start_gateway(&config_file).await;
