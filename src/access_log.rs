@@ -19,6 +19,7 @@ use tower::{Layer, Service};
 use crate::body::ResponseBody;
 use crate::context::RequestContext;
 use crate::error::{BoxError, ERROR_HEADER};
+use crate::metrics::{metrics, RejectedLabels, RequestLabels, RouteLabels};
 use crate::request_id::RequestId;
 
 /// Paths longer than this are cut in the log (a caller controls them).
@@ -40,7 +41,24 @@ pub struct AccessLog<S> {
 }
 
 /// What the event says, gathered before the body is streamed.
+/// Counts a request in `tango_gateway_inflight_requests` for as long as it lives.
+struct Inflight;
+
+impl Inflight {
+    fn start() -> Self {
+        metrics().inflight.inc();
+        Inflight
+    }
+}
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        metrics().inflight.dec();
+    }
+}
+
 struct Entry {
+    _inflight: Inflight,
     context: Arc<RequestContext>,
     request_id: String,
     method: Method,
@@ -51,6 +69,48 @@ struct Entry {
 }
 
 impl Entry {
+    /// Request metrics, at response headers: by route (or `none` before routing), method
+    /// (a closed set after admission; anything else is `other`) and status.
+    fn count(&self) {
+        let route = self.context.route().unwrap_or("none").to_owned();
+        let method = match self.method {
+            Method::GET
+            | Method::HEAD
+            | Method::POST
+            | Method::PUT
+            | Method::PATCH
+            | Method::DELETE
+            | Method::OPTIONS => self.method.as_str().to_owned(),
+            _ => "other".to_owned(),
+        };
+        let m = metrics();
+        m.requests
+            .get_or_create(&RequestLabels {
+                route: route.clone(),
+                method,
+                status: self.status.as_str().to_owned(),
+            })
+            .inc();
+        m.request_duration
+            .get_or_create(&RouteLabels { route })
+            .observe(self.started.elapsed().as_secs_f64());
+        if let Some(code) = &self.gateway_error {
+            // Only the gateway's own codes (a closed set); anything else is not a label.
+            let own_code = code.len() <= 48
+                && code.starts_with("gateway.")
+                && code
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.');
+            if own_code && !code.starts_with("gateway.upstream_") {
+                m.rejected
+                    .get_or_create(&RejectedLabels {
+                        reason: code.clone(),
+                    })
+                    .inc();
+            }
+        }
+    }
+
     fn emit(&self, bytes: u64, complete: bool) {
         tracing::info!(
             target: "tango_gateway::access",
@@ -97,10 +157,12 @@ where
             .map(|id| id.as_str().to_owned())
             .unwrap_or_default();
         let started = Instant::now();
+        let inflight = Inflight::start();
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
             let entry = Entry {
+                _inflight: inflight,
                 context,
                 request_id,
                 method,
@@ -113,6 +175,7 @@ where
                     .map(str::to_owned),
                 started,
             };
+            entry.count();
             Ok(response.map(|body| {
                 LoggedBody {
                     inner: body,

@@ -1,4 +1,5 @@
-//! The admin listener: `/healthz` (alive) and `/readyz` (ready to serve, with reasons).
+//! The admin listener: `/healthz` (alive), `/readyz` (ready to serve, with reasons) and
+//! `/metrics` (Prometheus text).
 //!
 //! Invariant: answers carry no configuration detail beyond route names and reasons.
 
@@ -79,6 +80,14 @@ fn route<B>(request: &Request<B>, readiness: &Readiness) -> Response<ResponseBod
     }
     match request.uri().path() {
         "/healthz" => answer(StatusCode::OK, serde_json::json!({"status": "ok"})),
+        "/metrics" => {
+            let mut response = Response::new(full(crate::metrics::metrics().encode()));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+            );
+            response
+        }
         "/readyz" => {
             let reasons = readiness.reasons(SystemTime::now());
             if reasons.is_empty() {

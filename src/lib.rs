@@ -13,6 +13,7 @@ pub mod demo;
 pub mod error;
 pub mod headers;
 pub mod inbound;
+pub mod metrics;
 pub mod pki;
 pub mod request_id;
 pub mod rescue;

@@ -23,9 +23,11 @@ use crate::headers::{clean_request_headers, forwarded, CALLER_CREDENTIALS};
 use crate::inbound::admission::{AdmissionPolicy, Admitted};
 use crate::inbound::body::PrepareBodyLayer;
 use crate::inbound::route::RouteTable;
+use crate::metrics::{metrics, unix_seconds, RouteLabels};
 use crate::request_id::RequestIdLayer;
 use crate::rescue::RescueLayer;
 use crate::retry::{RetryPolicy, RouteRetry};
+use crate::upstream::attempt_metrics::AttemptMetricsLayer;
 use crate::upstream::client::{build_client, Target, Upstream};
 use crate::upstream::timeout::AttemptTimeoutLayer;
 use crate::upstream::tls::TlsSetupError;
@@ -116,6 +118,14 @@ fn route_stack(
 ) -> Result<RouteService, BuildError> {
     let name = route.name.clone();
     let upstream = &route.upstream;
+    if let Some(identity) = &upstream.tls.client_identity {
+        metrics()
+            .client_cert_expiry
+            .get_or_create(&RouteLabels {
+                route: name.clone(),
+            })
+            .set(unix_seconds(identity.summary.not_after));
+    }
     let client = build_client(upstream).map_err(|source| BuildError::Tls {
         index,
         route: name.clone(),
@@ -152,6 +162,7 @@ fn route_stack(
         .retry(RetryPolicy::new(retry))
         // ── per attempt below ──
         .layer(AuthorizeLayer::new(credentials))
+        .layer(AttemptMetricsLayer::new(Arc::from(name.as_str())))
         .layer(AttemptTimeoutLayer::new(upstream.timeout))
         .service(Upstream::new(client, upstream.body_timeout));
     Ok(BoxCloneSyncService::new(service))

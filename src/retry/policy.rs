@@ -17,6 +17,7 @@ use crate::body::{clone_request, Payload, ResponseBody};
 use crate::config::RetryConfig;
 use crate::context::RequestContext;
 use crate::error::{classify_attempt_error, AttemptFailure, BoxError};
+use crate::metrics::{metrics, ReasonLabels};
 
 /// Window over which the retry budget counts requests (§3: "over the last 10 s").
 const BUDGET_WINDOW: Duration = Duration::from_secs(10);
@@ -162,6 +163,13 @@ impl tower::retry::Policy<Request<Payload>, Response<ResponseBody>, BoxError> fo
             tracing::warn!(route = %route, reason = %retryable.reason(), "retry budget exhausted; no further attempt");
             return None;
         }
+        metrics()
+            .retries
+            .get_or_create(&ReasonLabels {
+                route: route.to_string(),
+                reason: retryable.reason(),
+            })
+            .inc();
         tracing::info!(
             route = %route,
             attempt = self.attempts,

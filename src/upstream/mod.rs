@@ -1,4 +1,5 @@
 //! The upstream side: verified TLS (with mTLS), pooled connections, per-attempt timeout.
+pub mod attempt_metrics;
 pub mod client;
 pub mod timeout;
 pub mod tls;

@@ -23,6 +23,7 @@ use super::client::{FetchError, TokenClient, TOKEN_REQUEST_TIMEOUT};
 use super::key::CacheKey;
 use super::store::TokenStore;
 use super::token::AccessToken;
+use crate::metrics::metrics;
 
 /// How long a caller with no usable token waits for the fetch in flight: the token request
 /// and one nonce round trip.
@@ -193,7 +194,19 @@ impl TokenSource {
                     () = self.demand.notified() => continue,
                 }
             }
-            match self.fetch().await {
+            let fetched = self.fetch().await;
+            let credential = self.key.to_string();
+            match &fetched {
+                Ok(token) => {
+                    metrics().count_token_request(&credential, "success");
+                    metrics().set_token_expiry(&credential, token.expires_at());
+                }
+                Err(err) if err.is_permanent() => {
+                    metrics().count_token_request(&credential, "refused");
+                }
+                Err(_) => metrics().count_token_request(&credential, "failed"),
+            }
+            match fetched {
                 Ok(token) => {
                     failures = 0;
                     retry_at = None;
@@ -239,6 +252,7 @@ impl TokenSource {
                 expires_at = %humantime::format_rfc3339_seconds(token.expires_at()),
                 "using the token kept in the token store"
             );
+            metrics().set_token_expiry(&self.key.to_string(), token.expires_at());
             self.current.store(Some(Arc::new(token)));
         }
     }

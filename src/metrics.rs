@@ -1,0 +1,253 @@
+//! Prometheus metrics (§7), served as text on the admin listener's `/metrics`.
+//!
+//! Invariants: label values come from a closed set (route names from the config, methods,
+//! status codes, outcome words, credential names) — never a path, header or caller-chosen
+//! text, so a caller cannot blow up the series count; one process-wide registry, so the
+//! counters survive a configuration reload.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::{text::encode, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Seconds; from 5 ms (a refusal) to 60 s (a deadline with retries).
+const DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub method: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub route: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub route: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectedLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub credential: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CredentialLabels {
+    pub credential: String,
+}
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<RouteLabels, Histogram>,
+    pub upstream_attempts: Family<OutcomeLabels, Counter>,
+    pub retries: Family<ReasonLabels, Counter>,
+    pub rejected: Family<RejectedLabels, Counter>,
+    pub token_requests: Family<TokenLabels, Counter>,
+    pub token_expiry: Family<CredentialLabels, Gauge<f64, AtomicU64>>,
+    pub client_cert_expiry: Family<RouteLabels, Gauge<f64, AtomicU64>>,
+    pub inflight: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_prefix("tango_gateway");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by route, method and status",
+            requests.clone(),
+        );
+        let request_duration =
+            Family::<RouteLabels, Histogram>::new_with_constructor(|| -> Histogram {
+                Histogram::new(DURATION_BUCKETS)
+            });
+        registry.register(
+            "request_duration_seconds",
+            "Time to the response headers, by route",
+            request_duration.clone(),
+        );
+        let upstream_attempts = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "upstream_attempts",
+            "Upstream attempts by route and outcome (status class or failure kind)",
+            upstream_attempts.clone(),
+        );
+        let retries = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "retries",
+            "Retries by route and reason (status code or failure kind)",
+            retries.clone(),
+        );
+        let rejected = Family::<RejectedLabels, Counter>::default();
+        registry.register(
+            "rejected",
+            "Requests refused by the gateway itself, by error code",
+            rejected.clone(),
+        );
+        let token_requests = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "token_requests",
+            "OAuth token requests by credential and outcome",
+            token_requests.clone(),
+        );
+        let token_expiry = Family::<CredentialLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "token_expiry_timestamp_seconds",
+            "When the current OAuth token of a credential expires (Unix time)",
+            token_expiry.clone(),
+        );
+        let client_cert_expiry = Family::<RouteLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "client_cert_expiry_timestamp_seconds",
+            "When a route's mTLS client certificate expires (Unix time)",
+            client_cert_expiry.clone(),
+        );
+        let inflight = Gauge::default();
+        registry.register(
+            "inflight_requests",
+            "Requests being answered now",
+            inflight.clone(),
+        );
+        Metrics {
+            registry: root,
+            requests,
+            request_duration,
+            upstream_attempts,
+            retries,
+            rejected,
+            token_requests,
+            token_expiry,
+            client_cert_expiry,
+            inflight,
+        }
+    }
+
+    /// The Prometheus/OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+
+    pub fn set_token_expiry(&self, credential: &str, expires_at: SystemTime) {
+        self.token_expiry
+            .get_or_create(&CredentialLabels {
+                credential: credential.to_owned(),
+            })
+            .set(unix_seconds(expires_at));
+    }
+
+    pub fn count_token_request(&self, credential: &str, outcome: &str) {
+        self.token_requests
+            .get_or_create(&TokenLabels {
+                credential: credential.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+}
+
+pub fn unix_seconds(time: SystemTime) -> f64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_section_7_name_is_exported() {
+        let m = Metrics::new();
+        let route = || RouteLabels {
+            route: "raas".into(),
+        };
+        m.requests
+            .get_or_create(&RequestLabels {
+                route: "raas".into(),
+                method: "GET".into(),
+                status: "200".into(),
+            })
+            .inc();
+        m.request_duration.get_or_create(&route()).observe(0.02);
+        m.upstream_attempts
+            .get_or_create(&OutcomeLabels {
+                route: "raas".into(),
+                outcome: "2xx".into(),
+            })
+            .inc();
+        m.retries
+            .get_or_create(&ReasonLabels {
+                route: "raas".into(),
+                reason: "503".into(),
+            })
+            .inc();
+        m.rejected
+            .get_or_create(&RejectedLabels {
+                reason: "gateway.forbidden_source".into(),
+            })
+            .inc();
+        m.count_token_request("cid@aud", "success");
+        m.set_token_expiry("cid@aud", UNIX_EPOCH + std::time::Duration::from_secs(100));
+        m.client_cert_expiry.get_or_create(&route()).set(5.0);
+        m.inflight.inc();
+        let text = m.encode();
+        for name in [
+            r#"tango_gateway_requests_total{route="raas",method="GET",status="200"} 1"#,
+            r#"tango_gateway_request_duration_seconds_bucket{le="0.025",route="raas"} 1"#,
+            r#"tango_gateway_upstream_attempts_total{route="raas",outcome="2xx"} 1"#,
+            r#"tango_gateway_retries_total{route="raas",reason="503"} 1"#,
+            r#"tango_gateway_rejected_total{reason="gateway.forbidden_source"} 1"#,
+            r#"tango_gateway_token_requests_total{credential="cid@aud",outcome="success"} 1"#,
+            r#"tango_gateway_token_expiry_timestamp_seconds{credential="cid@aud"} 100.0"#,
+            r#"tango_gateway_client_cert_expiry_timestamp_seconds{route="raas"} 5.0"#,
+            "tango_gateway_inflight_requests 1",
+        ] {
+            assert!(text.contains(name), "missing {name} in:\n{text}");
+        }
+    }
+}

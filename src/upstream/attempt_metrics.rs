@@ -1,0 +1,87 @@
+//! Counts every upstream attempt by outcome (`tango_gateway_upstream_attempts_total`).
+//!
+//! Invariant: sits directly above the attempt timeout, so each attempt — first, retried, or
+//! resent after a 401 — is counted exactly once, with a closed set of outcome labels: a status
+//! class (`2xx`..`5xx`) or a failure kind (`connect_failure`, `tls`, `timeout`, `reset`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower::{Layer, Service};
+
+use crate::error::{classify_attempt_error, BoxError};
+use crate::metrics::{metrics, OutcomeLabels};
+
+#[derive(Debug, Clone)]
+pub struct AttemptMetricsLayer {
+    route: Arc<str>,
+}
+
+impl AttemptMetricsLayer {
+    pub fn new(route: Arc<str>) -> Self {
+        AttemptMetricsLayer { route }
+    }
+}
+
+impl<S> Layer<S> for AttemptMetricsLayer {
+    type Service = AttemptMetrics<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AttemptMetrics {
+            inner,
+            route: self.route.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AttemptMetrics<S> {
+    inner: S,
+    route: Arc<str>,
+}
+
+impl<S, B, RB> Service<Request<B>> for AttemptMetrics<S>
+where
+    S: Service<Request<B>, Response = Response<RB>, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<RB>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<RB>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let attempt = self.inner.call(request);
+        let route = self.route.clone();
+        Box::pin(async move {
+            let result = attempt.await;
+            let outcome = match &result {
+                Ok(response) => status_class(response.status().as_u16()),
+                Err(err) => classify_attempt_error(&**err).map_or("error", |f| f.as_str()),
+            };
+            metrics()
+                .upstream_attempts
+                .get_or_create(&OutcomeLabels {
+                    route: route.to_string(),
+                    outcome: outcome.to_owned(),
+                })
+                .inc();
+            result
+        })
+    }
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
