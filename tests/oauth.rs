@@ -65,8 +65,8 @@ fn presented_token(request: &RecordedRequest) -> (String, String) {
     (scheme.to_owned(), token.to_owned())
 }
 
-/// The claims of the fake's JWT-shaped access token.
-fn token_claims(token: &str) -> Value {
+/// The claims of a compact JWS (the fake's access token, or a DPoP proof), unverified.
+fn jws_claims(token: &str) -> Value {
     let payload = token.split('.').nth(1).expect("a JWT-shaped token");
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
@@ -96,7 +96,7 @@ fn verified_claims(h: &Harness, request: &RecordedRequest) -> Value {
         "proof signed by the key file's key"
     );
     assert_eq!(
-        token_claims(&token)["cnf"]["jkt"],
+        jws_claims(&token)["cnf"]["jkt"],
         verified.jkt.as_str(),
         "the token is bound to the proof's key"
     );
@@ -478,11 +478,7 @@ async fn api_nonce_round_trip_keeps_the_token() {
         "same token"
     );
     let nonce = h.fake.current_nonce();
-    let claims = |r: &RecordedRequest| {
-        let proof = r.header("dpop").unwrap();
-        let payload = proof.split('.').nth(1).unwrap();
-        serde_json::from_slice::<Value>(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
-    };
+    let claims = |r: &RecordedRequest| jws_claims(r.header("dpop").unwrap());
     assert_ne!(claims(&seen[0])["nonce"].as_str(), nonce.as_deref());
     assert_eq!(claims(&seen[1])["nonce"].as_str(), nonce.as_deref());
     assert_eq!(
@@ -608,7 +604,7 @@ async fn an_ephemeral_key_works_too() {
     let seen = api_requests(&h);
     let (scheme, token) = presented_token(&seen[0]);
     assert_eq!(scheme, "DPoP");
-    assert!(token_claims(&token)["cnf"]["jkt"].is_string());
+    assert!(jws_claims(&token)["cnf"]["jkt"].is_string());
 }
 
 #[tokio::test]

@@ -93,15 +93,6 @@ impl TokenSource {
         }
     }
 
-    /// The credential's name for logs and metrics (client id and audience; no secret).
-    pub fn credential(&self) -> String {
-        self.key.to_string()
-    }
-
-    pub fn token_url(&self) -> &http::Uri {
-        self.client.token_url()
-    }
-
     fn usable(&self, now: SystemTime) -> Option<Arc<AccessToken>> {
         self.current.load_full().filter(|t| t.is_usable(now))
     }
@@ -169,11 +160,6 @@ impl TokenSource {
             LastFetch::NotYet if !usable => Some("no token yet".to_owned()),
             _ => None,
         }
-    }
-
-    /// When the current token expires, for metrics and `check`-like reports.
-    pub fn expires_at(&self) -> Option<SystemTime> {
-        self.current.load().as_ref().map(|t| t.expires_at())
     }
 
     /// The refresher: loads the stored token, then fetches whenever a token is due or

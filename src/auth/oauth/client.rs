@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{ACCEPT, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use secrecy::{ExposeSecret, SecretString};
@@ -91,10 +91,6 @@ impl TokenClient {
             origin,
             warned_bearer: AtomicBool::new(false),
         })
-    }
-
-    pub fn token_url(&self) -> &Uri {
-        &self.config.token_url
     }
 
     /// Requests a new token; a DPoP nonce challenge is answered once.

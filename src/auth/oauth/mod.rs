@@ -79,7 +79,7 @@ impl OAuthCredentials {
             let spare = (nonce_retry_left || refresh_retry_left)
                 .then(|| clone_request(&request))
                 .flatten();
-            self.present(&mut request, &token)?;
+            self.present(&mut request, &token, &origin)?;
             let response = inner.ready().await?.call(request).await?;
             if self.dpop.is_some() {
                 self.nonces.remember(&origin, response.headers());
@@ -121,11 +121,13 @@ impl OAuthCredentials {
         })
     }
 
-    /// Sets `Authorization` and, for a DPoP-bound token, this attempt's proof.
+    /// Sets `Authorization` and, for a DPoP-bound token, this attempt's proof (with the
+    /// latest nonce of `origin`, the request's `scheme://authority`).
     fn present(
         &self,
         request: &mut Request<Payload>,
         token: &AccessToken,
+        origin: &str,
     ) -> Result<(), GatewayError> {
         let headers = request.headers_mut();
         headers.insert(AUTHORIZATION, token.authorization().clone());
@@ -134,8 +136,7 @@ impl OAuthCredentials {
             return Ok(());
         }
         let key = self.dpop.as_ref().ok_or_else(proof_failure)?;
-        let origin = nonce::origin(request.uri()).unwrap_or_default();
-        let nonce = self.nonces.get(&origin);
+        let nonce = self.nonces.get(origin);
         let proof = key
             .proof(
                 request.method(),
@@ -262,10 +263,6 @@ impl TokenSources {
                     .map(|problem| format!("route {route}: OAuth: {problem}"))
             })
             .collect()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
     }
 }
 
