@@ -14,24 +14,29 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::auth::oauth::TokenSources;
 use crate::body::{full, ResponseBody};
-use crate::config::Config;
 use crate::inbound::listener::stop_requested;
+use crate::reload::Live;
 
 /// What `/readyz` looks at.
-#[derive(Debug)]
 pub struct Readiness {
-    config: Arc<Config>,
-    tokens: Arc<TokenSources>,
+    /// The configuration in service: readiness follows reloads.
+    live: Arc<Live>,
     shutting_down: AtomicBool,
 }
 
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readiness")
+            .field("shutting_down", &self.shutting_down)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Readiness {
-    pub fn new(config: Arc<Config>, tokens: Arc<TokenSources>) -> Self {
+    pub fn new(live: Arc<Live>) -> Self {
         Readiness {
-            config,
-            tokens,
+            live,
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -46,7 +51,8 @@ impl Readiness {
         if self.shutting_down.load(Ordering::SeqCst) {
             reasons.push("shutting down".to_owned());
         }
-        for route in &self.config.routes {
+        let generation = self.live.current();
+        for route in &generation.config.routes {
             if let Some(identity) = &route.upstream.tls.client_identity {
                 if identity.summary.not_after <= now {
                     reasons.push(format!(
@@ -56,7 +62,7 @@ impl Readiness {
                 }
             }
         }
-        reasons.extend(self.tokens.readiness_problems(now));
+        reasons.extend(generation.tokens.readiness_problems(now));
         reasons
     }
 }

@@ -8,9 +8,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, Readiness};
-use crate::auth::oauth::Refreshers;
 use crate::config::Config;
 use crate::inbound::listener::{self, ServeSettings};
+use crate::metrics::metrics;
+use crate::reload::{self, Generation, Live, LiveService, ReloadError, ReloadHandle};
 use crate::stack::{self, BuildError};
 use crate::upstream::tls;
 
@@ -32,9 +33,12 @@ pub struct Running {
     pub listen_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     readiness: Arc<Readiness>,
-    refreshers: Refreshers,
+    live: Arc<Live>,
+    reloads: ReloadHandle,
+    stop_reloader: watch::Sender<bool>,
     stop_inbound: watch::Sender<bool>,
     stop_admin: watch::Sender<bool>,
+    reloader: JoinHandle<()>,
     inbound: JoinHandle<()>,
     admin: JoinHandle<()>,
 }
@@ -45,13 +49,20 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
         .map_err(|source| StartError::Bind { key, addr, source })
 }
 
-/// Builds the stack and starts both listeners.
+/// Builds the stack, starts both listeners and the reloader.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     tls::provider();
     let config = Arc::new(config);
-    let gateway = stack::build(&config)?;
+    let routing = stack::build_routing(&config, None)?;
     // The first token of each credential is fetched now; /readyz waits for it.
-    let refreshers = gateway.tokens.start();
+    let live = Arc::new(Live::new(Generation::start(1, config.clone(), routing)));
+    metrics().set_client_certs(&config);
+    metrics().config_generation.set(1);
+    // The front (limits, logging, error mapping) stays; what is behind it is reloadable.
+    let service = stack::front(
+        config.inbound.max_concurrent_requests,
+        LiveService::new(live.clone()),
+    );
     let inbound_listener = bind("listen", config.listen).await?;
     let admin_listener = bind("admin.listen", config.admin.listen).await?;
     let listen_addr = inbound_listener
@@ -68,7 +79,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             addr: config.admin.listen,
             source,
         })?;
-    let readiness = Arc::new(Readiness::new(config.clone(), gateway.tokens.clone()));
+    let readiness = Arc::new(Readiness::new(live.clone()));
+    let (stop_reloader, reloader_stopped) = watch::channel(false);
+    let (reloads, reloader) = reload::spawn(live.clone(), config.clone(), reloader_stopped);
     let (stop_inbound, inbound_stopped) = watch::channel(false);
     let (stop_admin, admin_stopped) = watch::channel(false);
     let settings = ServeSettings {
@@ -77,7 +90,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let inbound = tokio::spawn(listener::serve(
         inbound_listener,
-        gateway.service,
+        service,
         settings,
         inbound_stopped,
     ));
@@ -96,9 +109,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         listen_addr,
         admin_addr,
         readiness,
-        refreshers,
+        live,
+        reloads,
+        stop_reloader,
         stop_inbound,
         stop_admin,
+        reloader,
         inbound,
         admin,
     })
@@ -109,12 +125,25 @@ impl Running {
     /// grace period), then stops the admin listener.
     pub async fn shutdown(self) {
         self.readiness.begin_shutdown();
+        // No reload swaps the state under a draining listener.
+        let _ = self.stop_reloader.send(true);
+        let _ = self.reloader.await;
         let _ = self.stop_inbound.send(true);
         let _ = self.inbound.await;
-        drop(self.refreshers);
+        self.live.current().stop_refreshers();
         let _ = self.stop_admin.send(true);
         let _ = self.admin.await;
         tracing::info!("tango-gateway stopped");
+    }
+
+    /// Reloads the configuration file now, as `SIGHUP` does; returns the new generation.
+    pub async fn reload(&self) -> Result<u64, ReloadError> {
+        self.reloads.reload().await
+    }
+
+    /// The configuration generation in service (1 at start, +1 per reload).
+    pub fn generation(&self) -> u64 {
+        self.live.current().number
     }
 
     /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully.

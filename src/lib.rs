@@ -15,6 +15,7 @@ pub mod headers;
 pub mod inbound;
 pub mod metrics;
 pub mod pki;
+pub mod reload;
 pub mod request_id;
 pub mod rescue;
 pub mod retry;

@@ -57,6 +57,11 @@ pub struct TokenLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CredentialLabels {
     pub credential: String,
 }
@@ -73,6 +78,8 @@ pub struct Metrics {
     pub token_expiry: Family<CredentialLabels, Gauge<f64, AtomicU64>>,
     pub client_cert_expiry: Family<RouteLabels, Gauge<f64, AtomicU64>>,
     pub inflight: Gauge,
+    pub config_reloads: Family<ReloadLabels, Counter>,
+    pub config_generation: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -148,6 +155,18 @@ impl Metrics {
             "Requests being answered now",
             inflight.clone(),
         );
+        let config_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by outcome (success, refused)",
+            config_reloads.clone(),
+        );
+        let config_generation = Gauge::default();
+        registry.register(
+            "config_generation",
+            "The configuration generation in service: 1 at start, +1 per reload",
+            config_generation.clone(),
+        );
         Metrics {
             registry: root,
             requests,
@@ -159,6 +178,8 @@ impl Metrics {
             token_expiry,
             client_cert_expiry,
             inflight,
+            config_reloads,
+            config_generation,
         }
     }
 
@@ -176,6 +197,29 @@ impl Metrics {
                 credential: credential.to_owned(),
             })
             .set(unix_seconds(expires_at));
+    }
+
+    /// The client certificate gauges of the configuration in service; routes a reload
+    /// removed lose their series.
+    pub fn set_client_certs(&self, config: &crate::config::Config) {
+        self.client_cert_expiry.clear();
+        for route in &config.routes {
+            if let Some(identity) = &route.upstream.tls.client_identity {
+                self.client_cert_expiry
+                    .get_or_create(&RouteLabels {
+                        route: route.name.clone(),
+                    })
+                    .set(unix_seconds(identity.summary.not_after));
+            }
+        }
+    }
+
+    pub fn count_reload(&self, outcome: &str) {
+        self.config_reloads
+            .get_or_create(&ReloadLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     pub fn count_token_request(&self, credential: &str, outcome: &str) {

@@ -23,7 +23,6 @@ use crate::headers::{clean_request_headers, forwarded, CALLER_CREDENTIALS};
 use crate::inbound::admission::{AdmissionPolicy, Admitted};
 use crate::inbound::body::PrepareBodyLayer;
 use crate::inbound::route::RouteTable;
-use crate::metrics::{metrics, unix_seconds, RouteLabels};
 use crate::request_id::RequestIdLayer;
 use crate::rescue::RescueLayer;
 use crate::retry::{RetryPolicy, RouteRetry};
@@ -59,8 +58,8 @@ pub enum BuildError {
     },
 }
 
-/// One configuration, built: the inbound service and the OAuth credentials it uses (whose
-/// refreshers the caller starts, and whose state `/readyz` reports).
+/// One configuration, built, for a single use (`check`, `doctor`): the whole inbound service
+/// and the OAuth credentials it uses (whose refreshers the caller starts).
 pub struct Gateway {
     pub service: GatewayService,
     pub tokens: Arc<TokenSources>,
@@ -68,19 +67,70 @@ pub struct Gateway {
 
 /// Builds the service that answers every inbound request of one configuration.
 pub fn build(config: &Config) -> Result<Gateway, BuildError> {
-    let mut tokens = TokenSources::new(&config.token_cache);
+    let routing = build_routing(config, None)?;
+    Ok(Gateway {
+        service: front(config.inbound.max_concurrent_requests, routing.service),
+        tokens: routing.tokens,
+    })
+}
+
+/// The part of the stack a reload replaces: admission, hygiene and every route. Requests
+/// reach it through [`front`], which stays in place across reloads.
+pub type RoutingService = BoxCloneSyncService<Request<Incoming>, Response<ResponseBody>, BoxError>;
+
+/// One configuration's routing and the OAuth credentials its routes use.
+pub struct Routing {
+    pub service: RoutingService,
+    pub tokens: Arc<TokenSources>,
+}
+
+/// Builds the reloadable part of the stack. `previous` (on reload) lends its tokens, DPoP
+/// nonces and ephemeral DPoP keys to credentials that did not change, so a reload costs no
+/// token request.
+pub fn build_routing(
+    config: &Config,
+    previous: Option<&TokenSources>,
+) -> Result<Routing, BuildError> {
+    let mut tokens = TokenSources::new(&config.token_cache, previous);
     let routes = config
         .routes
         .iter()
         .enumerate()
         .map(|(index, route)| route_stack(index, route, config.inbound.max_body_bytes, &mut tokens))
         .collect::<Result<Vec<_>, _>>()?;
+    tokens.forget_previous();
     let admission = AdmissionPolicy {
         allow: config.inbound.allow.clone(),
         routes: RouteTable::new(&config.routes),
         reject_browser_requests: config.inbound.reject_browser_requests,
     };
     let forwarded_for = config.forwarded_for;
+    let service = ServiceBuilder::new()
+        // Who may call what: method, target form, path, source allowlist, route, browser.
+        .filter(move |mut request: Request<Incoming>| {
+            admission.admit(&mut request).map(|_| request)
+        })
+        // Nothing of the caller's that Tango must not see; X-Forwarded-For IP-only.
+        .map_request(move |request| hygiene(request, forwarded_for))
+        .service(Dispatch {
+            routes: Arc::new(routes),
+        });
+    Ok(Routing {
+        service: BoxCloneSyncService::new(service),
+        tokens: Arc::new(tokens),
+    })
+}
+
+/// The outer layers every request passes whatever the configuration generation: they hold
+/// process-wide state (the concurrency limit) and must not be rebuilt by a reload.
+pub fn front<S>(max_concurrent_requests: usize, routing: S) -> GatewayService
+where
+    S: Service<Request<Incoming>, Response = Response<ResponseBody>, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let service = ServiceBuilder::new()
         // Caller credentials are marked sensitive before anything could record a header.
         .layer(SetSensitiveRequestHeadersLayer::new(CALLER_CREDENTIALS))
@@ -92,20 +142,9 @@ pub fn build(config: &Config) -> Result<Gateway, BuildError> {
         .layer(RescueLayer)
         // Beyond max_concurrent_requests answer 503 at once instead of queueing.
         .load_shed()
-        .concurrency_limit(config.inbound.max_concurrent_requests)
-        // Who may call what: method, target form, path, source allowlist, route, browser.
-        .filter(move |mut request: Request<Incoming>| {
-            admission.admit(&mut request).map(|_| request)
-        })
-        // Nothing of the caller's that Tango must not see; X-Forwarded-For IP-only.
-        .map_request(move |request| hygiene(request, forwarded_for))
-        .service(Dispatch {
-            routes: Arc::new(routes),
-        });
-    Ok(Gateway {
-        service: BoxCloneService::new(service),
-        tokens: Arc::new(tokens),
-    })
+        .concurrency_limit(max_concurrent_requests)
+        .service(routing);
+    BoxCloneService::new(service)
 }
 
 /// A route's stack: body, target, then retry; below retry, per attempt: credentials,
@@ -118,14 +157,6 @@ fn route_stack(
 ) -> Result<RouteService, BuildError> {
     let name = route.name.clone();
     let upstream = &route.upstream;
-    if let Some(identity) = &upstream.tls.client_identity {
-        metrics()
-            .client_cert_expiry
-            .get_or_create(&RouteLabels {
-                route: name.clone(),
-            })
-            .set(unix_seconds(identity.summary.not_after));
-    }
     let client = build_client(upstream).map_err(|source| BuildError::Tls {
         index,
         route: name.clone(),

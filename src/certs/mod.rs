@@ -3,6 +3,7 @@
 //! Invariant: a `ClientIdentity` holds a chain whose leaf matches its key, with a key at least
 //! as strong as RSA-2048 / ECDSA P-256, currently valid, and valid ≤ 1 year unless allowed.
 
+pub mod expiry;
 mod inspect;
 mod load;
 

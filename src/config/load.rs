@@ -5,7 +5,7 @@
 //! crate's parse error carries only a position, serde messages are redacted.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use config::{Environment, File, FileFormat};
@@ -48,6 +48,18 @@ pub(crate) fn load_at(
         Some(config) if problems.len() == 0 => Ok(config),
         _ => Err(fail(problems)),
     }
+}
+
+/// The configuration file and every file it references (secrets, certificates, keys), as
+/// far as the file can be read: what a reload watches. A file that does not parse yields
+/// itself alone.
+pub fn watched_files(path: &Path, env: &HashMap<String, String>) -> Vec<PathBuf> {
+    let mut files = vec![path.to_path_buf()];
+    let mut ignored = Problems::default();
+    if let Some(raw) = read_raw(path, env, &mut ignored) {
+        files.extend(raw.referenced_files().into_iter().map(PathBuf::from));
+    }
+    files
 }
 
 /// The file merged with env overrides and interpolated, as the serde mirror. `None` when it

@@ -17,12 +17,12 @@ mod validate;
 #[cfg(test)]
 mod example_tests;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 pub use duration::parse_duration;
 pub use errors::{ConfigErrors, ConfigProblem};
 pub use interpolate::interpolate_str;
-pub use load::{load, load_with_env, ENV_PREFIX};
+pub use load::{load, load_with_env, watched_files, ENV_PREFIX};
 pub use model::*;
 pub use net::{normalise_prefix, parse_cidr};
 pub use summary::summary;

@@ -94,6 +94,45 @@ pub struct RawConfig {
     pub routes: Option<Vec<RawRoute>>,
 }
 
+impl RawConfig {
+    /// Every file the configuration reads besides itself (secrets, certificates, keys), in
+    /// file order: what a reload watches. The token store file is not among them: the
+    /// gateway writes it.
+    pub fn referenced_files(&self) -> Vec<String> {
+        fn tls_files(tls: Option<&RawTls>) -> [Option<&Text>; 3] {
+            tls.map_or([None; 3], |t| {
+                [
+                    t.ca_file.as_ref(),
+                    t.client_cert_file.as_ref(),
+                    t.client_key_file.as_ref(),
+                ]
+            })
+        }
+        let mut files: Vec<Option<&Text>> = Vec::new();
+        for route in self.routes.iter().flatten() {
+            let tls = route.upstream.as_ref().and_then(|u| u.tls.as_ref());
+            files.extend(tls_files(tls));
+            if let Some(RawAuth::Map(auth)) = &route.auth {
+                if let Some(basic) = &auth.basic {
+                    files.push(basic.password_file.as_ref());
+                }
+                if let Some(oauth) = &auth.oauth2 {
+                    files.extend(tls_files(oauth.tls.as_ref()));
+                    files.push(oauth.client_secret_file.as_ref());
+                    files.push(oauth.password_file.as_ref());
+                    files.push(oauth.dpop.as_ref().and_then(|d| d.key_file.as_ref()));
+                }
+            }
+        }
+        files
+            .into_iter()
+            .flatten()
+            .map(|Text(path)| path.trim().to_owned())
+            .filter(|path| !path.is_empty())
+            .collect()
+    }
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {

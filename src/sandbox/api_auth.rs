@@ -5,6 +5,7 @@
 //! `api_auth_failures` and carries the Tango-shaped JSON body, and an OAuth `401` carries the
 //! `WWW-Authenticate` challenge (plus `DPoP-Nonce` for a nonce challenge).
 
+use std::sync::PoisonError;
 use std::time::SystemTime;
 
 use base64::Engine as _;
@@ -32,7 +33,7 @@ pub(super) fn authenticate(
             Ok(()) => return None,
             Err(challenge) => Some(challenge),
         },
-        None if basic_authorized(shared.basic_auth.as_ref(), &parts.headers) => return None,
+        None if basic_authorized(shared, &parts.headers) => return None,
         None => None,
     };
     state.api_auth_failures += 1;
@@ -84,9 +85,10 @@ pub(super) fn request_view<'a>(
     }
 }
 
-/// True when no credentials are expected, or `Authorization: Basic` carries exactly them.
-fn basic_authorized(expected: Option<&BasicCredentials>, headers: &http::HeaderMap) -> bool {
-    let Some(expected) = expected else {
+/// True when no credentials are expected, or `Authorization: Basic` carries exactly one of
+/// the accepted pairs.
+fn basic_authorized(shared: &Shared, headers: &http::HeaderMap) -> bool {
+    let Some(accepted) = &shared.basic_auth else {
         return true;
     };
     let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
@@ -104,7 +106,11 @@ fn basic_authorized(expected: Option<&BasicCredentials>, headers: &http::HeaderM
     let Ok(text) = String::from_utf8(decoded) else {
         return false;
     };
-    text.split_once(':').is_some_and(|(user, password)| {
-        user == expected.username && password == expected.password.expose_secret()
-    })
+    let Some((user, password)) = text.split_once(':') else {
+        return false;
+    };
+    let accepted = accepted.lock().unwrap_or_else(PoisonError::into_inner);
+    accepted
+        .iter()
+        .any(|c: &BasicCredentials| user == c.username && password == c.password.expose_secret())
 }

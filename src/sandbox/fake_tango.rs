@@ -33,7 +33,8 @@ pub(super) struct Shared {
     state: Mutex<State>,
     pub(super) connections: AtomicUsize,
     pub(super) failed_handshakes: AtomicUsize,
-    pub(super) basic_auth: Option<super::BasicCredentials>,
+    /// The Basic credentials accepted (several during a rotation); `None`: no Basic check.
+    pub(super) basic_auth: Option<Mutex<Vec<super::BasicCredentials>>>,
     pub(super) shutdown: watch::Receiver<bool>,
 }
 
@@ -54,7 +55,7 @@ impl Shared {
 /// A running fake Tango on `127.0.0.1:<port>`; shuts down when dropped.
 pub struct FakeTango {
     addr: SocketAddr,
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     accept_task: JoinHandle<()>,
 }
@@ -74,7 +75,7 @@ impl FakeTango {
             state: Mutex::new(state),
             connections: AtomicUsize::new(0),
             failed_handshakes: AtomicUsize::new(0),
-            basic_auth: options.basic_auth,
+            basic_auth: options.basic_auth.map(|c| Mutex::new(vec![c])),
             shutdown: shutdown_rx,
         });
         let accept_task = tokio::spawn(accept_loop(listener, acceptor, shared.clone()));

@@ -19,6 +19,7 @@ mod fake_tango;
 mod handler;
 mod oauth;
 pub mod raas;
+mod rotation;
 #[cfg(test)]
 pub(crate) mod test_proofs;
 #[cfg(test)]

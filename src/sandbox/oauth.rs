@@ -153,6 +153,21 @@ impl AuthServer {
         })
     }
 
+    /// Accepts another secret for `client_id` (a rotation's overlap).
+    pub(super) fn accept_client_secret(&mut self, client_id: &str, secret: &str) {
+        self.options
+            .clients
+            .push((client_id.to_owned(), secret.into()));
+    }
+
+    /// Stops accepting `secret` for any client.
+    pub(super) fn revoke_client_secret(&mut self, secret: &str) {
+        use secrecy::ExposeSecret;
+        self.options
+            .clients
+            .retain(|(_, known)| known.expose_secret() != secret);
+    }
+
     pub(super) fn push_fault(&mut self, fault: TokenFault) {
         let times = fault.times();
         // `times: 0` would apply to no request: nothing to queue.

@@ -476,6 +476,18 @@ impl Harness {
         (status, serde_json::from_slice(&body).unwrap_or_default())
     }
 
+    /// GET on the admin listener: the body as text (for `/metrics`).
+    pub async fn admin_text(&self, path: &str) -> String {
+        let uri = format!("http://{}{}", self.gateway.admin_addr, path);
+        let response = self
+            .client
+            .request(Request::get(uri).body(Full::new(Bytes::new())).unwrap())
+            .await
+            .expect("the admin listener answers");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
     /// Polls `/readyz` until it answers 200 (panics after 10 s).
     pub async fn wait_ready(&self) {
         for _ in 0..200 {

@@ -11,6 +11,7 @@
 //! - a `401` drops a token only if it is still the current one (compare-and-drop), so a
 //!   burst of 401s for the same token causes one refresh.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -63,6 +64,10 @@ pub struct TokenSource {
     status: watch::Sender<LastFetch>,
     /// Callers ask the refresher for a token now (cold cache, token dropped after a 401).
     demand: Notify,
+    /// Fetch at once even though the current token is still good: set by a reload that
+    /// changed the credential's secret, so the new secret is proved while the inherited
+    /// token keeps serving.
+    refresh_early: AtomicBool,
 }
 
 impl std::fmt::Debug for TokenSource {
@@ -90,7 +95,24 @@ impl TokenSource {
             current: ArcSwapOption::empty(),
             status: watch::Sender::new(LastFetch::NotYet),
             demand: Notify::new(),
+            refresh_early: AtomicBool::new(false),
         }
+    }
+
+    /// On reload: takes over `previous`'s token (same cache key) so a reload costs no token
+    /// request and no caller waits. `secret_changed` asks for a fetch right away with the
+    /// new secret, which shows at once whether the new secret works.
+    pub fn inherit(&self, previous: &TokenSource, secret_changed: bool) {
+        if let Some(token) = previous.usable(SystemTime::now()) {
+            self.current.store(Some(token));
+            self.status.send_replace(LastFetch::Succeeded);
+        }
+        self.refresh_early.store(secret_changed, Ordering::SeqCst);
+    }
+
+    /// The OAuth settings this source fetches with (a reload compares secrets with them).
+    pub fn config(&self) -> &crate::config::OAuth2Config {
+        self.client.config()
     }
 
     fn usable(&self, now: SystemTime) -> Option<Arc<AccessToken>> {
@@ -128,6 +150,20 @@ impl TokenSource {
                         reason: "no token arrived in time".to_owned(),
                     })
                 }
+            }
+        }
+    }
+
+    /// Resolves once there is a usable token or the first fetch has an outcome.
+    pub async fn settled(&self) {
+        let mut status = self.status.subscribe();
+        loop {
+            let not_yet = *status.borrow_and_update() == LastFetch::NotYet;
+            if !not_yet || self.usable(SystemTime::now()).is_some() {
+                return;
+            }
+            if status.changed().await.is_err() {
+                return;
             }
         }
     }
@@ -171,6 +207,7 @@ impl TokenSource {
         loop {
             let due = match retry_at {
                 Some(at) => at,
+                None if self.refresh_early.swap(false, Ordering::SeqCst) => Instant::now(),
                 None => self.next_refresh(),
             };
             if due > Instant::now() {
@@ -229,6 +266,10 @@ impl TokenSource {
     }
 
     async fn load_stored(&self) {
+        // A token inherited on reload is at least as fresh as the stored one.
+        if self.usable(SystemTime::now()).is_some() {
+            return;
+        }
         let Some(token) = self.store.load(&self.store_id).await else {
             return;
         };

@@ -75,6 +75,11 @@ impl std::fmt::Debug for TokenClient {
 }
 
 impl TokenClient {
+    /// The settings this client fetches with.
+    pub fn config(&self) -> &OAuth2Config {
+        &self.config
+    }
+
     pub fn new(
         config: Arc<OAuth2Config>,
         dpop: Option<Arc<DpopKey>>,

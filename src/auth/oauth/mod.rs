@@ -178,12 +178,19 @@ pub struct TokenSources {
     store: Arc<dyn TokenStore>,
     nonces: Arc<Nonces>,
     by_key: HashMap<CacheKey, Arc<TokenSource>>,
+    /// Ephemeral DPoP keys by the cache key they serve (without a thumbprint): routes with the
+    /// same credential share one key, hence one token, and a reload keeps them.
+    ephemeral_keys: HashMap<CacheKey, Arc<DpopKey>>,
+    /// What a reload inherits from: the sources of the configuration being replaced.
+    previous: HashMap<CacheKey, Arc<TokenSource>>,
     /// (route name, source) in file order, for `/readyz`.
     routes: Vec<(String, Arc<TokenSource>)>,
 }
 
 impl TokenSources {
-    pub fn new(cache: &TokenCacheConfig) -> Self {
+    /// `previous` is the configuration a reload replaces: its nonces, ephemeral DPoP keys
+    /// and tokens carry over to credentials with the same cache key.
+    pub fn new(cache: &TokenCacheConfig, previous: Option<&TokenSources>) -> Self {
         let store: Arc<dyn TokenStore> = match cache {
             TokenCacheConfig::Memory => Arc::new(MemoryStore),
             TokenCacheConfig::File { path } => Arc::new(FileStore::new(path.clone())),
@@ -197,8 +204,10 @@ impl TokenSources {
         };
         TokenSources {
             store,
-            nonces: Arc::new(Nonces::default()),
+            nonces: previous.map_or_else(Default::default, |p| p.nonces.clone()),
             by_key: HashMap::new(),
+            ephemeral_keys: previous.map_or_else(HashMap::new, |p| p.ephemeral_keys.clone()),
+            previous: previous.map_or_else(HashMap::new, |p| p.by_key.clone()),
             routes: Vec::new(),
         }
     }
@@ -212,7 +221,17 @@ impl TokenSources {
     ) -> Result<OAuthCredentials, OAuthSetupError> {
         let dpop = match &config.dpop {
             None => None,
-            Some(DpopKeyConfig::Ephemeral) => Some(Arc::new(DpopKey::generate()?)),
+            Some(DpopKeyConfig::Ephemeral) => {
+                let unbound = CacheKey::new(config, None);
+                match self.ephemeral_keys.get(&unbound) {
+                    Some(key) => Some(key.clone()),
+                    None => {
+                        let key = Arc::new(DpopKey::generate()?);
+                        self.ephemeral_keys.insert(unbound, key.clone());
+                        Some(key)
+                    }
+                }
+            }
             Some(DpopKeyConfig::KeyFile(path)) => {
                 let der =
                     crate::certs::load_dpop_key(path).map_err(OAuthSetupError::DpopKeyFile)?;
@@ -231,6 +250,9 @@ impl TokenSources {
                     client,
                     self.store.clone(),
                 ));
+                if let Some(previous) = self.previous.get(&key) {
+                    source.inherit(previous, !same_secrets(previous.config(), config));
+                }
                 self.by_key.insert(key, source.clone());
                 source
             }
@@ -243,6 +265,12 @@ impl TokenSources {
         })
     }
 
+    /// Lets go of the replaced configuration's sources once every route is built, so a
+    /// chain of reloads does not keep old generations alive.
+    pub fn forget_previous(&mut self) {
+        self.previous.clear();
+    }
+
     /// Starts one refresher per credential; they stop when the returned guard is dropped.
     pub fn start(&self) -> Refreshers {
         let tasks = self
@@ -251,6 +279,13 @@ impl TokenSources {
             .map(|source| tokio::spawn(source.clone().run()))
             .collect();
         Refreshers { tasks }
+    }
+
+    /// Waits, at most `limit`, until every credential has a token or a first fetch outcome:
+    /// a reload puts new credentials in service only once they had their chance.
+    pub async fn settled(&self, limit: std::time::Duration) -> bool {
+        let all = futures_util::future::join_all(self.by_key.values().map(|s| s.settled()));
+        tokio::time::timeout(limit, all).await.is_ok()
     }
 
     /// Reasons for `/readyz`, one per OAuth route without a usable token.
@@ -266,6 +301,15 @@ impl TokenSources {
     }
 }
 
+/// Whether a reload left the credential's secrets as they were (compared in memory only).
+fn same_secrets(old: &OAuth2Config, new: &OAuth2Config) -> bool {
+    fn password(c: &OAuth2Config) -> Option<&str> {
+        c.password.as_ref().map(|p| p.expose_secret())
+    }
+    old.client_secret.expose_secret() == new.client_secret.expose_secret()
+        && password(old) == password(new)
+}
+
 /// The refresher tasks of one configuration; aborted on drop (on shutdown, or when a reload
 /// replaces the configuration).
 #[derive(Debug)]
@@ -273,11 +317,17 @@ pub struct Refreshers {
     tasks: Vec<JoinHandle<()>>,
 }
 
-impl Drop for Refreshers {
-    fn drop(&mut self) {
+impl Refreshers {
+    pub fn abort_all(&self) {
         for task in &self.tasks {
             task.abort();
         }
+    }
+}
+
+impl Drop for Refreshers {
+    fn drop(&mut self) {
+        self.abort_all();
     }
 }
 
