@@ -106,6 +106,18 @@ pub struct Setup {
     max_body_bytes: Option<u64>,
     wrong_key: bool,
     oauth: Option<OAuth>,
+    log: (&'static str, &'static str),
+}
+
+/// Everything of a harness but the gateway: for tests that run the binary themselves.
+pub struct Staged {
+    pub dir: TempDir,
+    pub pki: DevPki,
+    pub api_key: String,
+    pub client_secret: String,
+    pub service_password: String,
+    pub config_file: PathBuf,
+    pub fake: FakeTango,
 }
 
 impl Setup {
@@ -125,7 +137,13 @@ impl Setup {
             max_body_bytes: None,
             wrong_key: false,
             oauth: None,
+            log: ("pretty", "warn"),
         }
+    }
+    /// `log.format` and `log.level` (default `pretty`, `warn`).
+    pub fn log(mut self, format: &'static str, level: &'static str) -> Self {
+        self.log = (format, level);
+        self
     }
     /// Every route authenticates with OAuth 2.0 against the fake's token endpoint.
     pub fn oauth(mut self, oauth: OAuth) -> Self {
@@ -184,6 +202,24 @@ impl Setup {
     /// Starts, calling `prepare` on the fake before the gateway starts (to queue faults the
     /// gateway's first token request meets).
     pub async fn start_with(self, prepare: impl FnOnce(&FakeTango)) -> Harness {
+        let staged = self.stage_with(prepare).await;
+        let gateway = start_gateway(&staged.config_file).await;
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Harness {
+            dir: staged.dir,
+            pki: staged.pki,
+            api_key: staged.api_key,
+            client_secret: staged.client_secret,
+            service_password: staged.service_password,
+            config_file: staged.config_file,
+            fake: staged.fake,
+            gateway,
+            client,
+        }
+    }
+
+    /// The PKI, secrets, fake and config file, without starting a gateway.
+    pub async fn stage_with(self, prepare: impl FnOnce(&FakeTango)) -> Staged {
         let dir = tempfile::tempdir().unwrap();
         let pki = DevPki::generate().unwrap();
         pki.write_to(dir.path(), false).unwrap();
@@ -264,9 +300,7 @@ impl Setup {
         prepare(&fake);
         let config_file = dir.path().join("gateway.yaml");
         std::fs::write(&config_file, self.yaml(dir.path(), &fake.url(), &key_file)).unwrap();
-        let gateway = start_gateway(&config_file).await;
-        let client = Client::builder(TokioExecutor::new()).build_http();
-        Harness {
+        Staged {
             dir,
             pki,
             api_key,
@@ -274,8 +308,6 @@ impl Setup {
             service_password,
             config_file,
             fake,
-            gateway,
-            client,
         }
     }
 
@@ -291,7 +323,7 @@ impl Setup {
             )
         };
         let mut y = String::from("listen: \"127.0.0.1:0\"\nadmin:\n  listen: \"127.0.0.1:0\"\n");
-        y += "log:\n  format: pretty\n  level: warn\n";
+        y += &format!("log:\n  format: {}\n  level: {}\n", self.log.0, self.log.1);
         y += &format!("inbound:\n  allow: {}\n", list(&self.allow));
         if let Some(max) = self.max_body_bytes {
             y += &format!("  max_body_bytes: {max}\n");
