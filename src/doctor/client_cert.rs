@@ -36,7 +36,7 @@ pub async fn probe(
     let answered = tokio::time::timeout(timeout, send(stream, endpoint, path)).await;
     let presented = match identity {
         Some(identity) => format!("client certificate {}", identity.summary.subject),
-        None => "no client certificate".to_owned(),
+        None => "no client certificate configured".to_owned(),
     };
     match answered {
         Err(_) => StepResult::fail(
@@ -44,13 +44,20 @@ pub async fn probe(
             format!("no answer within {} (upstream.timeout)", seconds(timeout)),
             Hint::NoAnswer,
         ),
-        Ok(Ok(response)) => StepResult::pass(
-            Step::ClientCert,
-            format!(
-                "{presented}: an unauthenticated GET was answered {} over this connection",
-                response.status()
-            ),
-        ),
+        Ok(Ok(response)) => {
+            let verdict = match identity {
+                Some(_) => "accepted",
+                None => "and none required",
+            };
+            StepResult::pass(
+                Step::ClientCert,
+                format!(
+                    "{presented} {verdict}: an unauthenticated GET on this connection was \
+                     answered {}",
+                    response.status()
+                ),
+            )
+        }
         Ok(Err(err)) => {
             let (detail, hint) = refusal(&*err, identity.is_some());
             StepResult::fail(Step::ClientCert, format!("{presented}: {detail}"), hint)
@@ -74,8 +81,11 @@ pub fn refusal(err: &(dyn std::error::Error + 'static), has_client_cert: bool) -
     // Over h2 only the I/O kind of the alert survives; in this transport only rustls reports
     // it, and after a completed handshake the client certificate is what a server refuses.
     if classify_attempt_error(err) == Some(AttemptFailure::Tls) {
+        let what = find_cause::<std::io::Error>(err)
+            .map(|io| format!(" ({io})"))
+            .unwrap_or_default();
         return (
-            "the server ended the connection with a TLS error after the handshake".to_owned(),
+            format!("the server ended the connection with a TLS error after the handshake{what}"),
             client_cert_hint(has_client_cert),
         );
     }
@@ -158,7 +168,9 @@ mod tests {
     #[test]
     fn an_alert_kept_only_as_io_kind_still_counts() {
         let err = io("received fatal alert: CertificateRequired");
-        assert_eq!(refusal(&err, false).1, Hint::ClientCertMissing);
+        let (detail, hint) = refusal(&err, false);
+        assert_eq!(hint, Hint::ClientCertMissing);
+        assert!(detail.contains("CertificateRequired"), "{detail}");
     }
 
     #[test]
