@@ -1,4 +1,4 @@
-//! The command line (PRODUCT.md §2): `run` (default), `check`, `demo`, and the key tools
+//! The command line (PRODUCT.md §2): `run` (default), `check`, `demo`, `doctor`, and the key tools
 //! `certs client`, `certs dev`, `dpop keygen` (whose logic lives in `tango_gateway::tools`).
 //!
 //! Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use tango_gateway::pki::KeyKind;
 use tango_gateway::tools::{self, ToolError};
-use tango_gateway::{app, config, demo, stack, telemetry, upstream};
+use tango_gateway::{app, config, demo, doctor, stack, telemetry, upstream};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,6 +34,8 @@ enum Command {
     Check(ConfigArg),
     /// Run the whole pipeline against an embedded stand-in for Tango, with no setup.
     Demo(DemoArgs),
+    /// Check a real deployment step by step: DNS, TCP, TLS, client certificate, token, one call.
+    Doctor(DoctorArgs),
     /// Make mTLS keys and certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -125,6 +127,19 @@ struct ConfigArg {
 }
 
 #[derive(Debug, Args)]
+struct DoctorArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Check this route only (by name); every route otherwise.
+    #[arg(long)]
+    route: Option<String>,
+    /// The harmless GET of the authenticated call, under the route's path_prefix (default:
+    /// the prefix joined with `catalogs`).
+    #[arg(long)]
+    path: Option<String>,
+}
+
+#[derive(Debug, Args)]
 struct DemoArgs {
     /// Keep the demo running for your own curl calls until Ctrl-C.
     #[arg(long)]
@@ -153,6 +168,7 @@ pub fn main() -> ExitCode {
         Some(Command::Run(arg)) => runtime.block_on(run(arg.config)),
         Some(Command::Check(arg)) => check(arg.config),
         Some(Command::Demo(args)) => runtime.block_on(demo_command(args.serve)),
+        Some(Command::Doctor(args)) => runtime.block_on(doctor_command(args)),
         Some(Command::Certs(CertsCommand::Client(args))) => {
             report(tools::client(&tools::ClientRequest {
                 key: args.key_type.into(),
@@ -229,6 +245,37 @@ fn check(path: PathBuf) -> ExitCode {
     print!("{}", config::summary(&config, SystemTime::now()));
     println!("{}: OK", path.display());
     ExitCode::SUCCESS
+}
+
+/// Prints each step as it ends, then the summary; exit 1 when a step failed.
+async fn doctor_command(args: DoctorArgs) -> ExitCode {
+    let config = match load(&args.config.config) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let options = doctor::Options {
+        route: args.route,
+        path: args.path,
+    };
+    let printed = doctor::run_with(&config, &options, |progress| match progress {
+        doctor::Progress::Route(route) => println!("{}", route.header()),
+        doctor::Progress::Step(step) => print!("{step}"),
+    })
+    .await;
+    match printed {
+        Ok(report) => {
+            println!("{}", report.summary());
+            if report.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
 }
 
 async fn demo_command(serve: bool) -> ExitCode {

@@ -10,6 +10,7 @@ pub mod certs;
 pub mod config;
 pub mod context;
 pub mod demo;
+pub mod doctor;
 pub mod error;
 pub mod headers;
 pub mod inbound;

@@ -3,8 +3,10 @@
 //! Invariant: a request passes only if every entry of every `X-Forwarded-For` line is a bare IP
 //! address (IPv4, or IPv6 without brackets, zone or port); anything else gets the ALB's own
 //! `403` HTML page with `Server: awselb/2.0`, before Tango's application sees the request.
+//! Also the way that rule is broken in the field: an intermediary (a corporate egress proxy)
+//! that appends its client's `ip:port` to the header.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE, SERVER};
 use http::{Response, StatusCode};
@@ -14,6 +16,7 @@ pub const ALB_FORBIDDEN_HTML: &str = "<html>\r\n<head><title>403 Forbidden</titl
 <body>\r\n<center><h1>403 Forbidden</h1></center>\r\n</body>\r\n</html>\r\n";
 /// The `Server` header the ALB sets on answers it makes itself.
 pub const ALB_SERVER: &str = "awselb/2.0";
+const XFF: &str = "x-forwarded-for";
 
 /// True when `entry` (already trimmed) is a bare IPv4 or IPv6 address.
 pub fn is_bare_ip(entry: &str) -> bool {
@@ -34,7 +37,7 @@ pub fn xff_is_acceptable<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) 
 
 /// Applies the rule to a request's headers: `Some(403 response)` when it refuses.
 pub fn check<B: From<&'static str>>(headers: &HeaderMap) -> Option<Response<B>> {
-    if xff_is_acceptable(headers.get_all("x-forwarded-for")) {
+    if xff_is_acceptable(headers.get_all(XFF)) {
         return None;
     }
     let mut response = Response::new(B::from(ALB_FORBIDDEN_HTML));
@@ -43,6 +46,33 @@ pub fn check<B: From<&'static str>>(headers: &HeaderMap) -> Option<Response<B>> 
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/html"));
     headers.insert(SERVER, HeaderValue::from_static(ALB_SERVER));
     Some(response)
+}
+
+/// What a port-appending intermediary between the gateway and the ALB does to a request:
+/// `client` (as `ip:port`, IPv6 bracketed) added as the last `X-Forwarded-For` entry, on the
+/// last header line when there is one. The result never passes [`check`].
+pub fn append_with_port(headers: &mut HeaderMap, client: SocketAddr) {
+    let mut lines: Vec<HeaderValue> = headers.get_all(XFF).iter().cloned().collect();
+    let entry = client.to_string();
+    let value = match lines.pop() {
+        Some(last) => match last.to_str() {
+            Ok(text) => format!("{text}, {entry}"),
+            // A line that is not text stays as it was; the entry goes on a line of its own.
+            Err(_) => {
+                lines.push(last);
+                entry
+            }
+        },
+        None => entry,
+    };
+    // Always valid header text: visible ASCII joined with an `ip:port`.
+    if let Ok(value) = HeaderValue::try_from(value) {
+        lines.push(value);
+    }
+    headers.remove(XFF);
+    for line in lines {
+        headers.append(XFF, line);
+    }
 }
 
 #[cfg(test)]
@@ -109,6 +139,23 @@ mod tests {
             proptest::prop_assert!(!ok(&[&v6_port]));
             proptest::prop_assert!(!ok(&[&v6_brackets]));
         }
+    }
+
+    #[test]
+    fn a_port_appending_intermediary_breaks_the_rule() {
+        let client: SocketAddr = "198.51.100.7:40522".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        append_with_port(&mut headers, client);
+        assert_eq!(headers["x-forwarded-for"], "198.51.100.7:40522");
+        assert!(check::<String>(&headers).is_some());
+
+        let mut headers = HeaderMap::new();
+        headers.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        headers.append("x-forwarded-for", HeaderValue::from_static("127.0.0.1"));
+        append_with_port(&mut headers, "[2001:db8::1]:443".parse().unwrap());
+        let lines: Vec<_> = headers.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(lines, ["10.0.0.1", "127.0.0.1, [2001:db8::1]:443"]);
+        assert!(check::<String>(&headers).is_some());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -35,6 +35,8 @@ pub(super) struct Shared {
     pub(super) failed_handshakes: AtomicUsize,
     /// The Basic credentials accepted (several during a rotation); `None`: no Basic check.
     pub(super) basic_auth: Option<Mutex<Vec<super::BasicCredentials>>>,
+    /// A port-appending proxy sits in front of the ALB (see [`FakeTango::set_port_appending_proxy`]).
+    pub(super) port_appending_proxy: AtomicBool,
     pub(super) shutdown: watch::Receiver<bool>,
 }
 
@@ -76,6 +78,7 @@ impl FakeTango {
             connections: AtomicUsize::new(0),
             failed_handshakes: AtomicUsize::new(0),
             basic_auth: options.basic_auth.map(|c| Mutex::new(vec![c])),
+            port_appending_proxy: AtomicBool::new(false),
             shutdown: shutdown_rx,
         });
         let accept_task = tokio::spawn(accept_loop(listener, acceptor, shared.clone()));
@@ -148,6 +151,16 @@ impl FakeTango {
     /// While down, every token request gets `503 {"error":"temporarily_unavailable"}`.
     pub fn set_token_endpoint_down(&self, down: bool) {
         self.with_oauth(|server| server.set_down(down));
+    }
+
+    /// While on, the fake behaves as if an intermediary between the client and the ALB
+    /// appended the client's `ip:port` to `X-Forwarded-For` (what some egress proxies do): the
+    /// ALB rule then refuses every request, token requests included, with its `403` page.
+    /// Recorded requests show the header as the ALB saw it.
+    pub fn set_port_appending_proxy(&self, on: bool) {
+        self.shared
+            .port_appending_proxy
+            .store(on, Ordering::Relaxed);
     }
 
     /// Every token issued so far is refused by the API from now on (`401 invalid_token`).

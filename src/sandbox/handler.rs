@@ -1,4 +1,4 @@
-//! One request through the fake: record it, apply the ALB rule, then either the token route
+//! One request through the fake: the port-appending proxy when on, record it, apply the ALB rule, then either the token route
 //! (`/oauth/token` when OAuth is on) or a pending API fault, credentials (an OAuth token, else
 //! Basic) and the canned RaaS answer.
 //!
@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -99,7 +100,10 @@ pub(super) async fn handle(
     conn: Arc<ConnInfo>,
     request: Request<Incoming>,
 ) -> Result<Response<FakeBody>, DropConnection> {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    if shared.port_appending_proxy.load(Ordering::Relaxed) {
+        alb::append_with_port(&mut parts.headers, conn.peer);
+    }
     let path = parts
         .uri
         .path_and_query()
@@ -218,4 +222,39 @@ fn stall(
         .insert(CONTENT_LENGTH, HeaderValue::from(total));
     let until = Box::pin(async move { shared.shut_down().await });
     Response::from_parts(parts, FakeBody::stalling(Bytes::from(bytes), total, until))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use http::StatusCode;
+
+    use super::super::tests::{client_config, get, send};
+    use super::super::{FakeTango, FakeTangoOptions};
+    use crate::pki::DevPki;
+
+    #[tokio::test]
+    async fn a_port_appending_proxy_makes_the_alb_refuse_every_request() {
+        let pki = DevPki::generate().unwrap();
+        let fake = FakeTango::start(FakeTangoOptions::from_dev_pki(&pki))
+            .await
+            .unwrap();
+        let config = || client_config(&pki, Some(&pki.client), false);
+        fake.set_port_appending_proxy(true);
+        let refused = send(&fake, config(), get("/raas/v2/catalogs"))
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        assert_eq!(refused.headers()["server"], super::alb::ALB_SERVER);
+        let seen = fake.received();
+        let xff = seen[0].header("x-forwarded-for").unwrap();
+        assert!(xff.starts_with("127.0.0.1:"), "{xff}");
+
+        fake.set_port_appending_proxy(false);
+        let passed = send(&fake, config(), get("/raas/v2/catalogs"))
+            .await
+            .unwrap();
+        assert_eq!(passed.status(), StatusCode::OK);
+    }
 }

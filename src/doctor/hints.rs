@@ -1,0 +1,225 @@
+//! What a failed step most likely means and what to do about it: one variant per diagnosis,
+//! one sentence each, naming the configuration keys to look at.
+//!
+//! Invariant: hint texts are fixed strings (plus a gateway error code); they never quote
+//! anything a server sent or anything from a secret.
+
+use std::fmt;
+
+/// The diagnosis of a failed step. Tests match on the variant; users read its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hint {
+    /// The upstream host does not resolve.
+    DnsFailed,
+    /// No address accepted a TCP connection.
+    TcpFailed,
+    /// The server's chain does not lead to a trusted CA.
+    UnknownServerCa,
+    /// The server's certificate does not cover the host of `upstream.url`.
+    HostnameMismatch,
+    /// The server's certificate is expired or not yet valid.
+    ServerCertNotValidNow,
+    /// Any other handshake failure.
+    TlsHandshake,
+    /// The server demands a client certificate and none is configured.
+    ClientCertMissing,
+    /// The server refused the configured client certificate.
+    ClientCertRefused,
+    /// The server closed the connection without an answer or an alert.
+    ClientCertUnconfirmed,
+    /// The server took the connection but sent no answer in time.
+    NoAnswer,
+    /// The token endpoint refused the OAuth client (`invalid_client`, `unauthorized_client`).
+    OAuthClientRefused,
+    /// The token endpoint refused the service account (`invalid_grant`).
+    OAuthGrantRefused,
+    /// The token endpoint refused the request itself (audience, scope, grant type).
+    OAuthRequestRefused,
+    /// The token endpoint answered `403`.
+    TokenEndpointForbidden,
+    /// TLS with the token endpoint failed.
+    TokenEndpointTls,
+    /// Timeouts, connection failures, 5xx, 429, malformed answers.
+    TokenEndpointDown,
+    /// The token is DPoP-bound but no DPoP key is configured, or a proof cannot be made.
+    DpopKey,
+    /// Tango's ALB refused `X-Forwarded-For`.
+    XffRejected,
+    /// `401` from the API.
+    CredentialsRefused,
+    /// `403` from the API itself (not the ALB).
+    Forbidden,
+    /// `404` from the API.
+    PathNotFound,
+    /// `429` from the API.
+    RateLimited,
+    /// `5xx` from the API.
+    UpstreamError,
+    /// Any other status from the API.
+    UnexpectedStatus,
+    /// The gateway answered the call itself with this `gateway.*` code.
+    Gateway(String),
+    /// No source address is admitted on the route, so no caller could use it.
+    NoAdmittedSource,
+    /// The route's TLS client, credentials or stack cannot be built.
+    Setup,
+}
+
+impl fmt::Display for Hint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            Hint::DnsFailed => {
+                "check the host name in upstream.url and this machine's DNS resolver (in \
+                 Kubernetes, the pod's egress NetworkPolicy must allow DNS)"
+            }
+            Hint::TcpFailed => {
+                "nothing accepted the connection: check the port in upstream.url, egress \
+                 firewall rules or NetworkPolicy, and whether this network requires an HTTP proxy"
+            }
+            Hint::UnknownServerCa => {
+                "the server's certificate does not chain to a trusted CA: set \
+                 upstream.tls.ca_file to the CA that issued it, or check that no TLS-inspecting \
+                 proxy intercepts the connection"
+            }
+            Hint::HostnameMismatch => {
+                "the server's certificate does not cover the host of upstream.url: use the host \
+                 name Tango documents, not an IP address or an alias"
+            }
+            Hint::ServerCertNotValidNow => {
+                "the server's certificate is expired or not yet valid: check this machine's \
+                 clock; if it is right, tell Tango"
+            }
+            Hint::TlsHandshake => {
+                "check that upstream.url points at Tango's HTTPS endpoint (scheme and port), and \
+                 that nothing in between terminates TLS"
+            }
+            Hint::ClientCertMissing => {
+                "configure upstream.tls.client_cert_file/client_key_file; Tango's mTLS endpoint \
+                 requires a certificate"
+            }
+            Hint::ClientCertRefused => {
+                "the server refused the configured client certificate: it must be the one \
+                 registered with Tango for mTLS, unexpired, with its chain in client_cert_file \
+                 (`tango-gateway check` prints its subject, issuer and expiry)"
+            }
+            Hint::ClientCertUnconfirmed => {
+                "the server closed the connection without answering: it may have refused the \
+                 client certificate; compare upstream.tls.client_cert_file with the certificate \
+                 registered with Tango"
+            }
+            Hint::NoAnswer => {
+                "the server accepted the connection but did not answer within upstream.timeout: \
+                 check that upstream.url is Tango's API endpoint, and Tango's status"
+            }
+            Hint::OAuthClientRefused => {
+                "the token endpoint refused the client: check oauth2.client_id and \
+                 oauth2.client_secret (or client_secret_file), and oauth2.client_auth (post or basic)"
+            }
+            Hint::OAuthGrantRefused => {
+                "the token endpoint refused the grant: with grant: password check oauth2.username \
+                 and oauth2.password (or password_file) of the service account"
+            }
+            Hint::OAuthRequestRefused => {
+                "the token endpoint refused the request: check oauth2.grant, audience and scope \
+                 against what Tango issued to this client"
+            }
+            Hint::TokenEndpointForbidden => {
+                "the token endpoint answered 403: if a proxy between the gateway and Tango \
+                 appends ip:port to X-Forwarded-For, Tango's ALB refuses every request; \
+                 otherwise this client may not use oauth2.token_url"
+            }
+            Hint::TokenEndpointTls => {
+                "TLS with the token endpoint failed: check oauth2.tls (or upstream.tls when it is \
+                 absent): ca_file, and the client certificate if the endpoint requires one"
+            }
+            Hint::TokenEndpointDown => {
+                "token endpoint down or unreachable: check oauth2.token_url, egress to its host, \
+                 and Tango's status; a running gateway keeps retrying with backoff"
+            }
+            Hint::DpopKey => {
+                "check oauth2.dpop: Tango binds tokens to a DPoP key, so a key_file (P-256 \
+                 PKCS#8, `tango-gateway dpop keygen`) or ephemeral: true is required"
+            }
+            Hint::XffRejected => {
+                "Tango's AWS ALB refused X-Forwarded-For: it must hold bare IPs, no ports; check \
+                 forwarded_for and any proxy between the gateway and Tango — this is not a \
+                 credentials problem"
+            }
+            Hint::CredentialsRefused => {
+                "credentials refused: check the Basic username/password or OAuth client"
+            }
+            Hint::Forbidden => {
+                "Tango's API (not its load balancer) refused this call: the platform or client \
+                 may lack permission for this path; try --path with an endpoint it may use"
+            }
+            Hint::PathNotFound => {
+                "Tango has no such path: check --path, the path of upstream.url and the route's \
+                 strip_prefix"
+            }
+            Hint::RateLimited => {
+                "Tango is rate-limiting these credentials: wait, and look for other callers \
+                 sharing them"
+            }
+            Hint::UpstreamError => "Tango answered with a server error: retry later, check Tango's status",
+            Hint::UnexpectedStatus => {
+                "an unexpected answer for a harmless GET: try --path with another read-only \
+                 endpoint of this route"
+            }
+            Hint::Gateway(code) => return f.write_str(gateway_hint(code)),
+            Hint::NoAdmittedSource => {
+                "no caller can use this route: inbound.allow and the route's match.sources admit \
+                 no address in common (an empty list denies everyone)"
+            }
+            Hint::Setup => "run `tango-gateway check` on this file and fix what it reports",
+        };
+        f.write_str(text)
+    }
+}
+
+/// What a gateway-made answer to doctor's own call means.
+fn gateway_hint(code: &str) -> &'static str {
+    match code {
+        "gateway.upstream_tls" => {
+            "the gateway's TLS with Tango failed: see the TLS handshake and client certificate \
+             steps"
+        }
+        "gateway.upstream_unreachable" => {
+            "the gateway could not reach Tango: see the DNS and TCP steps, and egress rules"
+        }
+        "gateway.upstream_timeout" => {
+            "Tango did not answer within upstream.timeout: retry later, check Tango's status"
+        }
+        "gateway.credentials_unavailable" => {
+            "the gateway has no usable OAuth token: see the token fetch step"
+        }
+        "gateway.no_route"
+        | "gateway.bad_path"
+        | "gateway.bad_request"
+        | "gateway.forbidden_source"
+        | "gateway.method_not_allowed" => {
+            "the gateway refused doctor's own call: check --path (it must lie under the route's \
+             path_prefix)"
+        }
+        _ => "the gateway refused the call itself; PRODUCT.md §4 lists what each code means",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_xff_hint_says_it_is_not_about_credentials() {
+        let text = Hint::XffRejected.to_string();
+        assert!(text.contains("bare IPs, no ports"));
+        assert!(text.contains("not a credentials problem"));
+    }
+
+    #[test]
+    fn gateway_codes_get_their_own_hint() {
+        let tls = Hint::Gateway("gateway.upstream_tls".to_owned()).to_string();
+        assert!(tls.contains("TLS"));
+        let other = Hint::Gateway("gateway.something_new".to_owned()).to_string();
+        assert!(other.contains("PRODUCT.md"));
+    }
+}
