@@ -61,7 +61,9 @@ impl Drop for WorkDir {
 }
 
 struct Demo {
-    _dir: WorkDir,
+    dir: WorkDir,
+    /// The Basic API key the gateway starts with (step 9 rotates it).
+    api_key: String,
     fake: FakeTango,
     /// The second Tango: OAuth 2.0 with DPoP, behind the route `/dpop/`.
     oauth_fake: FakeTango,
@@ -164,7 +166,8 @@ impl Demo {
         ));
         let client = Client::builder(TokioExecutor::new()).build_http();
         Ok(Demo {
-            _dir: dir,
+            dir,
+            api_key,
             fake,
             oauth_fake,
             gateway,
@@ -325,6 +328,7 @@ impl Demo {
         )?;
 
         self.oauth_tour().await?;
+        self.rotation_tour().await?;
 
         step("Done: every call above went through the same pipeline `tango-gateway run` uses.");
         Ok(())
@@ -395,6 +399,42 @@ impl Demo {
             "tokens issued now {}; the caller saw only the 200",
             fake.tokens_issued()
         ));
+        Ok(())
+    }
+
+    async fn rotation_tour(&self) -> anyhow::Result<()> {
+        step("9. The API key is rotated live: Tango accepts a new key, its file is replaced, the gateway reloads by itself (no restart), the old key is revoked.");
+        let new_key = format!("demo-key-{}", uuid::Uuid::new_v4().simple());
+        self.fake.accept_basic(PLATFORM_NAME, &new_key);
+        let key_file = self.dir.0.join("tango-api-key");
+        let aside = self.dir.0.join("tango-api-key.new");
+        write_new_file(&aside, new_key.as_bytes(), KEY_FILE_MODE, true)
+            .context("writing the new API key")?;
+        std::fs::rename(&aside, &key_file).context("replacing the API key file")?;
+        let started = std::time::Instant::now();
+        while self.gateway.generation() < 2 {
+            if started.elapsed() > std::time::Duration::from_secs(10) {
+                return Err(anyhow!("the gateway did not reload the new key"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        detail(&format!(
+            "configuration generation 2 in service {} ms after the file changed",
+            started.elapsed().as_millis()
+        ));
+        self.fake.revoke_basic(&self.api_key);
+        self.fake.clear();
+        let (status, headers, body) = self.call(Method::GET, "/raas/v2/catalogs", &[], "").await?;
+        answer(status, &headers, &body);
+        let sent_new = self.fake.received().iter().any(|r| {
+            r.header("authorization")
+                .is_some_and(|v| v == basic_value(PLATFORM_NAME, &new_key))
+        });
+        expect(
+            status == StatusCode::OK && sent_new,
+            "the call after the rotation uses the new key",
+        )?;
+        detail("Tango saw the new key (the old one is refused now); the caller changed nothing");
         Ok(())
     }
 
@@ -524,6 +564,16 @@ routes:
         cert = file("client.pem"),
         key = file("client.key"),
         api_key = file("tango-api-key"),
+    )
+}
+
+/// `Basic base64(user:password)`, to recognise what Tango received.
+fn basic_value(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let pair = format!("{user}:{password}");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
     )
 }
 
