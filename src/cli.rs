@@ -215,7 +215,7 @@ async fn run(path: PathBuf) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    telemetry::init(config.log.format, &config.log.level);
+    let _log = telemetry::init(config.log.format, &config.log.level);
     match app::start(config).await {
         Ok(running) => {
             running.run_until_signal().await;

@@ -74,7 +74,7 @@ struct Demo {
 }
 
 pub async fn run(serve: bool) -> anyhow::Result<()> {
-    telemetry::init(LogFormat::Pretty, "warn");
+    let _log = telemetry::init(LogFormat::Pretty, "warn");
     let demo = Demo::start(serve).await?;
     let outcome = if serve {
         demo.serve().await

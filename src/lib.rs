@@ -16,6 +16,7 @@ pub mod headers;
 pub mod inbound;
 pub mod metrics;
 pub mod pki;
+pub mod random_id;
 pub mod reload;
 pub mod request_id;
 pub mod rescue;

@@ -31,7 +31,7 @@ fn acceptable(value: &HeaderValue) -> bool {
 }
 
 fn new_id() -> HeaderValue {
-    let id = uuid::Uuid::new_v4();
+    let id = crate::random_id::uuid_v4();
     let mut buffer = uuid::Uuid::encode_buffer();
     HeaderValue::from_str(id.hyphenated().encode_lower(&mut buffer))
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"))

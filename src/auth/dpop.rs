@@ -106,7 +106,7 @@ impl DpopKey {
         header.typ = Some(PROOF_TYP.to_owned());
         header.jwk = Some(self.public_jwk.clone());
         let claims = ProofClaims {
-            jti: uuid::Uuid::new_v4().to_string(),
+            jti: crate::random_id::uuid_v4().to_string(),
             htm: method.as_str(),
             htu: htu(uri)?,
             iat: now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
