@@ -35,7 +35,9 @@ fn write_summary(s: &mut String, c: &Config, now: SystemTime) -> std::fmt::Resul
     let cache = match &c.token_cache {
         TokenCacheConfig::Memory => "memory".to_string(),
         TokenCacheConfig::File { path } => format!("file {}", path.display()),
-        TokenCacheConfig::Redis { url, key_prefix } => {
+        TokenCacheConfig::Redis {
+            url, key_prefix, ..
+        } => {
             format!("redis {} (key prefix {key_prefix})", redact_userinfo(url))
         }
     };
