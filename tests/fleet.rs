@@ -278,6 +278,35 @@ async fn a_token_refused_on_one_replica_is_refetched_once_for_the_fleet() {
     b.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rediss_shares_tokens_over_tls_verified_with_the_system_trust_store() {
+    // TLS through rustls on aws-lc-rs; the server's CA is trusted the way an operator would
+    // (SSL_CERT_FILE, read by rustls-native-certs), not by a test-only switch.
+    let mut redis = RedisServer::tls_on_free_port();
+    let staged = stage(&redis, "20s", |_| {}).await;
+    redis.start_tls(staged.dir.path()).await;
+    let ca = staged.dir.path().join("ca.pem");
+    let env = [("SSL_CERT_FILE", ca.as_path())];
+    let client = client();
+    let a = Process::start_with_env(&staged.config_file, &env).await;
+    assert_eq!(get(&client, a.listen, PATH).await.0, StatusCode::OK);
+    let b = Process::start_with_env(&staged.config_file, &env).await;
+    assert_eq!(get(&client, b.listen, PATH).await.0, StatusCode::OK);
+    let (status, body) = readyz(&client, b.admin).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.get("warnings").is_none(), "{body}");
+    let token_requests = staged.fake.token_requests();
+    eprintln!("fleet: 2 replicas on rediss://: {token_requests} token request(s)");
+    assert_eq!(token_requests, 1, "{:#?}", b.output());
+    // Without the CA the server's certificate is refused: the store is unreachable (a
+    // warning), never silently used unverified.
+    let untrusting = Process::start(&staged.config_file).await;
+    eventually("the untrusted server's warning", async || {
+        readyz(&client, untrusting.admin).await.1["warnings"][0] == WARNING
+    })
+    .await;
+}
+
 mod store {
     //! The store itself against Redis: the entry round trip and the lock's owner check.
     use std::time::{Duration, SystemTime};

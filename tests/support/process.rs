@@ -30,12 +30,17 @@ fn collect(stream: impl Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
 
 impl Process {
     pub async fn start(config: &Path) -> Process {
+        Self::start_with_env(config, &[]).await
+    }
+
+    pub async fn start_with_env(config: &Path, env: &[(&str, &Path)]) -> Process {
         // Waited for by `Drop` (kill + wait), which clippy cannot see.
         #[allow(clippy::zombie_processes)]
         let mut child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(config)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
