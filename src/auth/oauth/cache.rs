@@ -176,12 +176,14 @@ impl TokenSource {
     /// The upstream refused `rejected` (401): drop it if it is still the current token and
     /// ask for a new one. Returns whether this call dropped it.
     pub fn reject(&self, rejected: &Arc<AccessToken>) -> bool {
+        // Remembered before the drop, so the refresher can never adopt it back from a
+        // shared store in between.
+        self.rejected.store(Some(Arc::new(rejected.fingerprint())));
         let previous = self
             .current
             .compare_and_swap(&Some(rejected.clone()), None::<Arc<AccessToken>>);
         let dropped = previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, rejected));
         if dropped {
-            self.rejected.store(Some(Arc::new(rejected.fingerprint())));
             tracing::info!(
                 credential = %self.key,
                 "the upstream refused the current token (401); fetching a new one"
