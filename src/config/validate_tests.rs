@@ -239,6 +239,14 @@ fn token_cache_lock_timeout_and_redis_url() {
             "token_cache.lock_timeout",
         );
     }
+    for good in [
+        "redis://:pw@tango-gateway-redis:6379/0",
+        "rediss://user:pw@redis.example:6380/2",
+    ] {
+        f.ok(&format!(
+            "token_cache: {{ store: redis, url: \"{good}\" }}\n{ROUTE}"
+        ));
+    }
     f.problem_at(
         &format!("token_cache: {{ store: redis, url: \"http://r:6379\" }}\n{ROUTE}"),
         "token_cache.url",
