@@ -1,7 +1,9 @@
-//! The admin listener: `/healthz` (alive), `/readyz` (ready to serve, with reasons) and
-//! `/metrics` (Prometheus text).
+//! The admin listener: `/healthz` (alive), `/readyz` (ready to serve, with reasons and
+//! warnings) and `/metrics` (Prometheus text).
 //!
-//! Invariant: answers carry no configuration detail beyond route names and reasons.
+//! Invariants: answers carry no configuration detail beyond route names, reasons and
+//! warnings; only reasons make `/readyz` 503 — a warning (a degraded shared token store,
+//! §9) is listed while the answer stays 200.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,6 +67,11 @@ impl Readiness {
         reasons.extend(generation.tokens.readiness_problems(now));
         reasons
     }
+
+    /// What is degraded without making the gateway unready (listed by `/readyz`).
+    pub fn warnings(&self) -> Vec<String> {
+        self.live.current().tokens.readiness_warnings()
+    }
 }
 
 fn answer(status: StatusCode, body: serde_json::Value) -> Response<ResponseBody> {
@@ -96,14 +103,19 @@ fn route<B>(request: &Request<B>, readiness: &Readiness) -> Response<ResponseBod
         }
         "/readyz" => {
             let reasons = readiness.reasons(SystemTime::now());
-            if reasons.is_empty() {
-                answer(StatusCode::OK, serde_json::json!({"status": "ready"}))
+            let warnings = readiness.warnings();
+            let (status, mut body) = if reasons.is_empty() {
+                (StatusCode::OK, serde_json::json!({"status": "ready"}))
             } else {
-                answer(
+                (
                     StatusCode::SERVICE_UNAVAILABLE,
                     serde_json::json!({"status": "not ready", "reasons": reasons}),
                 )
+            };
+            if !warnings.is_empty() {
+                body["warnings"] = serde_json::json!(warnings);
             }
+            answer(status, body)
         }
         _ => answer(
             StatusCode::NOT_FOUND,

@@ -80,6 +80,8 @@ pub struct Metrics {
     pub inflight: Gauge,
     pub config_reloads: Family<ReloadLabels, Counter>,
     pub config_generation: Gauge,
+    pub token_store_up: Family<StoreLabels, Gauge>,
+    pub token_store_errors: Family<StoreOperationLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -167,6 +169,18 @@ impl Metrics {
             "The configuration generation in service: 1 at start, +1 per reload",
             config_generation.clone(),
         );
+        let token_store_up = Family::<StoreLabels, Gauge>::default();
+        registry.register(
+            "token_store_up",
+            "Whether the shared token store answers (1) or tokens are cached in memory only (0)",
+            token_store_up.clone(),
+        );
+        let token_store_errors = Family::<StoreOperationLabels, Counter>::default();
+        registry.register(
+            "token_store_errors",
+            "Token store operations that failed or timed out, by store and operation",
+            token_store_errors.clone(),
+        );
         Metrics {
             registry: root,
             requests,
@@ -180,6 +194,8 @@ impl Metrics {
             inflight,
             config_reloads,
             config_generation,
+            token_store_up,
+            token_store_errors,
         }
     }
 
@@ -239,6 +255,37 @@ pub fn unix_seconds(time: SystemTime) -> f64 {
 
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreLabels {
+    pub store: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreOperationLabels {
+    pub store: String,
+    pub operation: String,
+}
+
+/// The token store's health (`store` and `operation` are fixed words, never keys).
+impl Metrics {
+    pub fn set_token_store_up(&self, store: &str, up: bool) {
+        self.token_store_up
+            .get_or_create(&StoreLabels {
+                store: store.to_owned(),
+            })
+            .set(i64::from(up));
+    }
+
+    pub fn count_token_store_error(&self, store: &str, operation: &str) {
+        self.token_store_errors
+            .get_or_create(&StoreOperationLabels {
+                store: store.to_owned(),
+                operation: operation.to_owned(),
+            })
+            .inc();
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -12,6 +12,7 @@ mod retry;
 mod route;
 mod summary;
 mod tls;
+mod token_cache;
 mod validate;
 
 #[cfg(test)]
@@ -24,6 +25,7 @@ pub use errors::{ConfigErrors, ConfigProblem};
 pub use interpolate::interpolate_str;
 pub use load::{load, load_with_env, watched_files, ENV_PREFIX};
 pub use model::*;
-pub use net::{normalise_prefix, parse_cidr};
+pub use net::{normalise_prefix, parse_cidr, redact_userinfo};
 pub use summary::summary;
+pub use token_cache::{DEFAULT_KEY_PREFIX, DEFAULT_LOCK_TIMEOUT};
 pub use validate::{DEFAULT_ADMIN_LISTEN, DEFAULT_ALLOW, DEFAULT_LISTEN};

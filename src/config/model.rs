@@ -77,8 +77,16 @@ pub enum ForwardedForMode {
 #[derive(Clone, PartialEq, Eq)]
 pub enum TokenCacheConfig {
     Memory,
-    File { path: PathBuf },
-    Redis { url: String, key_prefix: String },
+    File {
+        path: PathBuf,
+    },
+    Redis {
+        url: String,
+        key_prefix: String,
+        /// How long the refresh lock lives: the longest a replica that died holding it can
+        /// keep the fleet from refreshing.
+        lock_timeout: Duration,
+    },
 }
 
 impl std::fmt::Debug for TokenCacheConfig {
@@ -86,10 +94,15 @@ impl std::fmt::Debug for TokenCacheConfig {
         match self {
             TokenCacheConfig::Memory => f.write_str("Memory"),
             TokenCacheConfig::File { path } => f.debug_struct("File").field("path", path).finish(),
-            TokenCacheConfig::Redis { url, key_prefix } => f
+            TokenCacheConfig::Redis {
+                url,
+                key_prefix,
+                lock_timeout,
+            } => f
                 .debug_struct("Redis")
                 .field("url", &super::net::redact_userinfo(url))
                 .field("key_prefix", key_prefix)
+                .field("lock_timeout", lock_timeout)
                 .finish(),
         }
     }

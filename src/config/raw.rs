@@ -184,6 +184,7 @@ pub struct RawTokenCache {
     pub path: Option<Text>,
     pub url: Option<Text>,
     pub key_prefix: Option<Text>,
+    pub lock_timeout: Option<Text>,
 }
 
 #[derive(Deserialize, Default)]

@@ -35,9 +35,15 @@ fn write_summary(s: &mut String, c: &Config, now: SystemTime) -> std::fmt::Resul
     let cache = match &c.token_cache {
         TokenCacheConfig::Memory => "memory".to_string(),
         TokenCacheConfig::File { path } => format!("file {}", path.display()),
-        TokenCacheConfig::Redis { url, key_prefix } => {
-            format!("redis {} (key prefix {key_prefix})", redact_userinfo(url))
-        }
+        TokenCacheConfig::Redis {
+            url,
+            key_prefix,
+            lock_timeout,
+        } => format!(
+            "redis {} (key prefix {key_prefix}, lock timeout {})",
+            redact_userinfo(url),
+            humantime::format_duration(*lock_timeout)
+        ),
     };
     writeln!(s, "token cache: {cache}")?;
     for r in &c.routes {

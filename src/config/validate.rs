@@ -4,12 +4,12 @@
 //! Invariant: `Some(Config)` is returned only when no problem was recorded.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
 use ipnet::IpNet;
 
-use super::errors::{join, Problems};
+use super::errors::Problems;
 use super::fields::{choice, duration, optional, text};
 use super::model::{
     AdminConfig, Config, ForwardedForMode, InboundConfig, LogConfig, LogFormat, RetryConfig,
@@ -17,16 +17,16 @@ use super::model::{
     DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_SHUTDOWN_GRACE,
 };
 use super::net::parse_listen;
-use super::raw::{RawConfig, RawForwardedFor, RawInbound, RawTokenCache};
+use super::raw::{RawConfig, RawForwardedFor, RawInbound};
 use super::retry::retry;
 use super::route::{cidr_list, route, Inherited};
+use super::token_cache::token_cache;
 
 /// Loopback by default: a gateway that injects credentials must not be reachable from the
 /// network until someone says so.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 pub const DEFAULT_LOG_LEVEL: &str = "info";
-pub const DEFAULT_KEY_PREFIX: &str = "tango-gateway";
 /// `inbound.allow` when absent: this host only (an empty list, when written, denies all).
 pub const DEFAULT_ALLOW: [&str; 2] = ["127.0.0.0/8", "::1/128"];
 
@@ -187,70 +187,6 @@ fn forwarded_for(p: &mut Problems, raw: RawForwardedFor) -> Option<ForwardedForM
         (Mode::Append, None) => Some(ForwardedForMode::Append),
         (Mode::Remove, None) => Some(ForwardedForMode::Remove),
     }
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Store {
-    Memory,
-    File,
-    Redis,
-}
-
-fn token_cache(p: &mut Problems, raw: RawTokenCache) -> Option<TokenCacheConfig> {
-    let stores = [
-        ("memory", Store::Memory),
-        ("file", Store::File),
-        ("redis", Store::Redis),
-    ];
-    let store = choice(p, "token_cache.store", &raw.store, &stores, Store::Memory)?;
-    let before = p.len();
-    let path = optional(p, "token_cache.path", &raw.path)?;
-    let url = optional(p, "token_cache.url", &raw.url)?;
-    let key_prefix = optional(p, "token_cache.key_prefix", &raw.key_prefix)?;
-    let unused = |p: &mut Problems, key: &str, set: bool, store: &str| {
-        if set {
-            p.add(
-                join("token_cache", key),
-                format!("is only used with store: {store}"),
-            );
-        }
-    };
-    if store != Store::File {
-        unused(p, "path", path.is_some(), "file");
-    }
-    if store != Store::Redis {
-        unused(p, "url", url.is_some(), "redis");
-        unused(p, "key_prefix", key_prefix.is_some(), "redis");
-    }
-    let cache = match store {
-        Store::Memory => TokenCacheConfig::Memory,
-        Store::File => match path {
-            Some(path) => TokenCacheConfig::File {
-                path: PathBuf::from(path),
-            },
-            None => {
-                p.add("token_cache.path", "is required with store: file");
-                return None;
-            }
-        },
-        Store::Redis => match url {
-            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
-                TokenCacheConfig::Redis {
-                    url,
-                    key_prefix: key_prefix.unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_string()),
-                }
-            }
-            Some(_) => {
-                p.add("token_cache.url", "must start with redis:// or rediss://");
-                return None;
-            }
-            None => {
-                p.add("token_cache.url", "is required with store: redis");
-                return None;
-            }
-        },
-    };
-    (p.len() == before).then_some(cache)
 }
 
 /// Duplicate names; and two routes with the same prefix and the same sources (the second could

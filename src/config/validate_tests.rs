@@ -214,8 +214,51 @@ fn token_cache_store_requirements() {
         "token_cache: {{ store: redis, url: \"redis://r:6379/0\" }}\n{ROUTE}"
     ));
     assert!(
-        matches!(c.token_cache, TokenCacheConfig::Redis { ref key_prefix, .. } if key_prefix == "tango-gateway")
+        matches!(c.token_cache, TokenCacheConfig::Redis { ref key_prefix, lock_timeout, .. }
+            if key_prefix == "tango-gateway" && lock_timeout == std::time::Duration::from_secs(20))
     );
+}
+
+#[test]
+fn token_cache_lock_timeout_and_redis_url() {
+    let f = Fixture::new();
+    let c = f.ok(&format!(
+        "token_cache: {{ store: redis, url: \"redis://r:6379/0\", lock_timeout: 1s }}\n{ROUTE}"
+    ));
+    assert!(
+        matches!(c.token_cache, TokenCacheConfig::Redis { lock_timeout, .. }
+        if lock_timeout == std::time::Duration::from_secs(1))
+    );
+    for bad in [
+        "{ store: redis, url: \"redis://r\", lock_timeout: 500ms }",
+        "{ store: redis, url: \"redis://r\", lock_timeout: soon }",
+        "{ store: memory, lock_timeout: 20s }",
+    ] {
+        f.problem_at(
+            &format!("token_cache: {bad}\n{ROUTE}"),
+            "token_cache.lock_timeout",
+        );
+    }
+    for good in [
+        "redis://:pw@tango-gateway-redis:6379/0",
+        "rediss://user:pw@redis.example:6380/2",
+    ] {
+        f.ok(&format!(
+            "token_cache: {{ store: redis, url: \"{good}\" }}\n{ROUTE}"
+        ));
+    }
+    f.problem_at(
+        &format!("token_cache: {{ store: redis, url: \"http://r:6379\" }}\n{ROUTE}"),
+        "token_cache.url",
+    );
+    // A malformed URL is refused without repeating it (it may hold a password).
+    let problems = f
+        .err(&format!(
+            "token_cache: {{ store: redis, url: \"redis://:pa-ss@[bad/0\" }}\n{ROUTE}"
+        ))
+        .to_string();
+    assert!(problems.contains("token_cache.url"), "{problems}");
+    assert!(!problems.contains("pa-ss"), "{problems}");
 }
 
 #[test]

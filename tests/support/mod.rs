@@ -25,6 +25,8 @@ use tempfile::TempDir;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+pub mod process;
+pub mod redis;
 pub mod wire;
 
 pub const PLATFORM: &str = "test-platform";
@@ -72,6 +74,8 @@ pub struct OAuth {
     pub token_endpoint_down: bool,
     /// Before the gateway starts: the first token request is answered after this delay.
     pub first_token_delay: Option<Duration>,
+    /// A whole `token_cache:` block (e.g. a Redis store), instead of `file_store`'s.
+    pub token_cache: Option<String>,
 }
 
 impl Default for OAuth {
@@ -89,6 +93,7 @@ impl Default for OAuth {
             wrong_secret: false,
             token_endpoint_down: false,
             first_token_delay: None,
+            token_cache: None,
         }
     }
 }
@@ -385,6 +390,8 @@ impl Setup {
                     "token_cache:\n  store: file\n  path: \"{}\"\n",
                     file("tokens.json")
                 );
+            } else if let Some(block) = &oauth.token_cache {
+                y += block;
             }
         }
         y
@@ -424,7 +431,7 @@ fn oauth_yaml(oauth: &OAuth, dir: &Path, fake_url: &str) -> String {
 }
 
 /// Loads `config_file` as `run` does and starts a gateway from it.
-async fn start_gateway(config_file: &Path) -> Running {
+pub async fn start_gateway(config_file: &Path) -> Running {
     let config = tango_gateway::config::load_with_env(config_file, &HashMap::new())
         .unwrap_or_else(|e| panic!("harness config refused:\n{e}"));
     app::start(config).await.unwrap()

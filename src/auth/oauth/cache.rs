@@ -9,34 +9,35 @@
 //! - after a failed fetch, callers without a usable token are answered at once (no queue of
 //!   callers hanging on a dead token endpoint) and the next fetch waits out a backoff;
 //! - a `401` drops a token only if it is still the current one (compare-and-drop), so a
-//!   burst of 401s for the same token causes one refresh.
+//!   burst of 401s for the same token causes one refresh;
+//! - with a shared store (Redis), one replica of the fleet fetches at a time (it holds the
+//!   store's refresh lock) and the others adopt its token from the store ([`refresh`]); a
+//!   token rejected here is never adopted back from the store;
+//! - a token obtained either way updates the expiry metric and wakes waiters through the
+//!   status watch.
+
+mod backoff;
+mod refresh;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
-use rand::Rng;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use super::client::{FetchError, TokenClient, TOKEN_REQUEST_TIMEOUT};
 use super::key::CacheKey;
 use super::store::TokenStore;
-use super::token::AccessToken;
+use super::token::{AccessToken, Fingerprint};
 use crate::metrics::metrics;
+use backoff::backoff;
+use refresh::Refreshed;
 
 /// How long a caller with no usable token waits for the fetch in flight: the token request
 /// and one nonce round trip.
 const WAIT_LIMIT: Duration = Duration::from_secs(2 * TOKEN_REQUEST_TIMEOUT.as_secs() + 1);
-/// Backoff between failed fetches: transient failures start at 1 s and reach 60 s...
-const TRANSIENT_BACKOFF_FIRST: Duration = Duration::from_secs(1);
-const TRANSIENT_BACKOFF_MAX: Duration = Duration::from_secs(60);
-/// ... a refusal of the credential itself is retried slowly (it needs a config change, and
-/// hammering the endpoint can get the client rate-limited or locked).
-const PERMANENT_BACKOFF_FIRST: Duration = Duration::from_secs(60);
-const PERMANENT_BACKOFF_MAX: Duration = Duration::from_secs(600);
-
 /// The outcome of the most recent fetch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LastFetch {
@@ -68,6 +69,9 @@ pub struct TokenSource {
     /// changed the credential's secret, so the new secret is proved while the inherited
     /// token keeps serving.
     refresh_early: AtomicBool,
+    /// The last token the upstream refused: a shared store may still hold it, and adopting
+    /// it back would make every replica refetch for it in turn.
+    rejected: ArcSwapOption<Fingerprint>,
 }
 
 impl std::fmt::Debug for TokenSource {
@@ -96,6 +100,7 @@ impl TokenSource {
             status: watch::Sender::new(LastFetch::NotYet),
             demand: Notify::new(),
             refresh_early: AtomicBool::new(false),
+            rejected: ArcSwapOption::empty(),
         }
     }
 
@@ -171,6 +176,9 @@ impl TokenSource {
     /// The upstream refused `rejected` (401): drop it if it is still the current token and
     /// ask for a new one. Returns whether this call dropped it.
     pub fn reject(&self, rejected: &Arc<AccessToken>) -> bool {
+        // Remembered before the drop, so the refresher can never adopt it back from a
+        // shared store in between.
+        self.rejected.store(Some(Arc::new(rejected.fingerprint())));
         let previous = self
             .current
             .compare_and_swap(&Some(rejected.clone()), None::<Arc<AccessToken>>);
@@ -198,16 +206,20 @@ impl TokenSource {
         }
     }
 
-    /// The refresher: loads the stored token, then fetches whenever a token is due or
+    /// The refresher: loads the stored token, then refreshes whenever a token is due or
     /// demanded, backing off after failures. Runs until aborted.
     pub async fn run(self: Arc<Self>) {
         self.load_stored().await;
         let mut failures: u32 = 0;
         let mut retry_at: Option<Instant> = None;
         loop {
+            let mut forced = false;
             let due = match retry_at {
                 Some(at) => at,
-                None if self.refresh_early.swap(false, Ordering::SeqCst) => Instant::now(),
+                None if self.refresh_early.swap(false, Ordering::SeqCst) => {
+                    forced = true;
+                    Instant::now()
+                }
                 None => self.next_refresh(),
             };
             if due > Instant::now() {
@@ -217,29 +229,30 @@ impl TokenSource {
                     () = self.demand.notified() => continue,
                 }
             }
-            let fetched = self.fetch().await;
             let credential = self.key.to_string();
-            match &fetched {
-                Ok(token) => {
-                    metrics().count_token_request(&credential, "success");
+            match self.refresh(forced).await {
+                Ok(refreshed) => {
+                    let token = match refreshed {
+                        Refreshed::Fetched(token) => {
+                            metrics().count_token_request(&credential, "success");
+                            token
+                        }
+                        Refreshed::Adopted(token) => token,
+                    };
                     metrics().set_token_expiry(&credential, token.expires_at());
-                }
-                Err(err) if err.is_permanent() => {
-                    metrics().count_token_request(&credential, "refused");
-                }
-                Err(_) => metrics().count_token_request(&credential, "failed"),
-            }
-            match fetched {
-                Ok(token) => {
                     failures = 0;
                     retry_at = None;
-                    // New callers get it at once; waiters are woken once it is also
-                    // saved, so a restart right after a first call finds it in the store.
-                    self.current.store(Some(token.clone()));
-                    self.store.save(&self.store_id, &token).await;
+                    self.rejected.store(None);
+                    // `refresh` made it current (and saved it) before this wakes waiters.
                     self.status.send_replace(LastFetch::Succeeded);
                 }
                 Err(err) => {
+                    let outcome = if err.is_permanent() {
+                        "refused"
+                    } else {
+                        "failed"
+                    };
+                    metrics().count_token_request(&credential, outcome);
                     failures = failures.saturating_add(1);
                     let delay = backoff(failures, err.is_permanent(), &mut rand::rng());
                     retry_at = Some(Instant::now() + delay);
@@ -263,98 +276,5 @@ impl TokenSource {
             }
             None => Instant::now(),
         }
-    }
-
-    async fn load_stored(&self) {
-        // A token inherited on reload is at least as fresh as the stored one.
-        if self.usable(SystemTime::now()).is_some() {
-            return;
-        }
-        let Some(token) = self.store.load(&self.store_id).await else {
-            return;
-        };
-        if token.is_usable(SystemTime::now()) {
-            tracing::info!(
-                credential = %self.key,
-                expires_at = %humantime::format_rfc3339_seconds(token.expires_at()),
-                "using the token kept in the token store"
-            );
-            metrics().set_token_expiry(&self.key.to_string(), token.expires_at());
-            self.current.store(Some(Arc::new(token)));
-        }
-    }
-
-    async fn fetch(&self) -> Result<Arc<AccessToken>, FetchError> {
-        let token = self.client.fetch().await?;
-        let now = SystemTime::now();
-        // A token that is already unusable would make the refresher spin.
-        if !token.is_usable(now) {
-            return Err(FetchError::Transient(
-                "the token answer's expires_in is too short to use".to_owned(),
-            ));
-        }
-        tracing::info!(
-            credential = %self.key,
-            token_type = token.kind().as_str(),
-            expires_in_secs = token.expires_at().duration_since(now).map_or(0, |d| d.as_secs()),
-            "OAuth token obtained"
-        );
-        Ok(Arc::new(token))
-    }
-
-    fn log_failure(&self, err: &FetchError, failures: u32, delay: Duration) {
-        let usable = self.usable(SystemTime::now()).is_some();
-        let retry_in = humantime::format_duration(Duration::from_secs(delay.as_secs().max(1)));
-        if err.is_permanent() {
-            tracing::error!(
-                credential = %self.key,
-                error = %err,
-                failures,
-                retry_in = %retry_in,
-                "the token endpoint refuses this credential; check client id, secret and grant"
-            );
-        } else {
-            tracing::warn!(
-                credential = %self.key,
-                error = %err,
-                failures,
-                retry_in = %retry_in,
-                still_serving_current_token = usable,
-                "token request failed"
-            );
-        }
-    }
-}
-
-/// Exponential backoff with "equal jitter": half the step fixed, half random, so retries
-/// from a fleet spread out but never come back immediately.
-fn backoff(failures: u32, permanent: bool, rng: &mut impl Rng) -> Duration {
-    let (first, max) = if permanent {
-        (PERMANENT_BACKOFF_FIRST, PERMANENT_BACKOFF_MAX)
-    } else {
-        (TRANSIENT_BACKOFF_FIRST, TRANSIENT_BACKOFF_MAX)
-    };
-    let exponent = failures.saturating_sub(1).min(16);
-    let step = first.saturating_mul(1u32 << exponent).min(max);
-    let half = step / 2;
-    half + half.mul_f64(rng.random::<f64>())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_stays_within_bounds() {
-        let mut rng = rand::rng();
-        for failures in 1..20 {
-            let d = backoff(failures, false, &mut rng);
-            assert!(d <= TRANSIENT_BACKOFF_MAX);
-            assert!(d >= TRANSIENT_BACKOFF_FIRST / 2);
-        }
-        assert!(backoff(1, false, &mut rng) <= Duration::from_secs(1));
-        assert!(backoff(8, false, &mut rng) >= Duration::from_secs(30));
-        assert!(backoff(1, true, &mut rng) >= Duration::from_secs(30));
-        assert!(backoff(30, true, &mut rng) <= PERMANENT_BACKOFF_MAX);
     }
 }

@@ -51,6 +51,27 @@ pub struct AccessToken {
     expires_at: SystemTime,
     /// `Authorization` value, built once; marked sensitive so no layer records it.
     authorization: HeaderValue,
+    fingerprint: Fingerprint,
+}
+
+/// SHA-256 of a token's value: tells two tokens apart (one read from a shared store, one
+/// the upstream rejected) without keeping or showing the value. `Debug` shows nothing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint([u8; 32]);
+
+impl std::fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Fingerprint([redacted])")
+    }
+}
+
+impl Fingerprint {
+    fn of(value: &str) -> Self {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.as_bytes());
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(digest.as_ref());
+        Fingerprint(bytes)
+    }
 }
 
 impl std::fmt::Debug for AccessToken {
@@ -85,12 +106,14 @@ impl AccessToken {
         let text = format!("{} {}", kind.as_str(), value.expose_secret());
         let mut authorization = HeaderValue::try_from(text).map_err(|_| UnusableTokenText)?;
         authorization.set_sensitive(true);
+        let fingerprint = Fingerprint::of(value.expose_secret());
         Ok(AccessToken {
             value,
             kind,
             obtained_at,
             expires_at,
             authorization,
+            fingerprint,
         })
     }
 
@@ -101,6 +124,10 @@ impl AccessToken {
     /// The raw token, for the DPoP `ath` claim and the token store only.
     pub fn secret(&self) -> &SecretString {
         &self.value
+    }
+
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
     }
 
     pub fn authorization(&self) -> &HeaderValue {
@@ -196,6 +223,26 @@ mod tests {
         assert_eq!(t.authorization().to_str().unwrap(), "DPoP tok");
         assert!(t.authorization().is_sensitive());
         assert!(!format!("{t:?}").contains("tok\""));
+    }
+
+    #[test]
+    fn fingerprints_tell_values_apart_and_show_nothing() {
+        let now = SystemTime::now();
+        let make = |v: &str| {
+            AccessToken::new(
+                SecretString::from(v.to_owned()),
+                TokenKind::Bearer,
+                now,
+                now + Duration::from_secs(60),
+            )
+            .unwrap()
+        };
+        assert_eq!(make("a").fingerprint(), make("a").fingerprint());
+        assert_ne!(make("a").fingerprint(), make("b").fingerprint());
+        assert_eq!(
+            format!("{:?}", make("a").fingerprint()),
+            "Fingerprint([redacted])"
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Where tokens outlive the process (§5 `token_cache.store`): nowhere (`memory`), or a file.
+//! `token_cache.store: file` (§5): tokens outlive the process in one JSON file.
 //!
 //! Invariants: only tokens are stored, never a client secret, password or key; the file is
 //! mode 0600 and replaced atomically (write a temporary file, fsync, rename), so a crash
@@ -6,41 +6,16 @@
 //! and overwritten by the next save.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::token::{AccessToken, TokenKind};
-
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// A place tokens are kept between restarts (and, later, between replicas). Failures are
-/// the store's own business: it logs them and the cache carries on in memory.
-pub trait TokenStore: Send + Sync + std::fmt::Debug {
-    /// The token saved under `id`, if there is one (usable or not: the caller decides).
-    fn load<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<AccessToken>>;
-    fn save<'a>(&'a self, id: &'a str, token: &'a AccessToken) -> StoreFuture<'a, ()>;
-}
-
-/// `store: memory`: the cache itself is the only copy.
-#[derive(Debug, Default)]
-pub struct MemoryStore;
-
-impl TokenStore for MemoryStore {
-    fn load<'a>(&'a self, _id: &'a str) -> StoreFuture<'a, Option<AccessToken>> {
-        Box::pin(async { None })
-    }
-
-    fn save<'a>(&'a self, _id: &'a str, _token: &'a AccessToken) -> StoreFuture<'a, ()> {
-        Box::pin(async {})
-    }
-}
+use super::entry::{from_stored, to_stored, unix_secs, StoredToken};
+use super::{StoreFuture, TokenStore};
+use crate::auth::oauth::token::AccessToken;
 
 /// The file's format version; a file with another version is somebody else's.
 const FORMAT: &str = "tango-gateway-tokens/1";
@@ -51,25 +26,6 @@ const FILE_MODE: u32 = 0o600;
 struct TokenFile {
     format: String,
     tokens: BTreeMap<String, StoredToken>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StoredToken {
-    access_token: String,
-    token_type: String,
-    /// Seconds since the Unix epoch.
-    obtained_at: u64,
-    expires_at: u64,
-}
-
-impl std::fmt::Debug for StoredToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoredToken")
-            .field("token_type", &self.token_type)
-            .field("expires_at", &self.expires_at)
-            .finish_non_exhaustive()
-    }
 }
 
 /// `store: file`: one JSON file holding every credential's token.
@@ -202,33 +158,12 @@ fn write_atomically(path: &Path, file: &TokenFile) -> std::io::Result<()> {
     written
 }
 
-fn unix_secs(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-fn to_stored(token: &AccessToken) -> StoredToken {
-    StoredToken {
-        access_token: token.secret().expose_secret().to_owned(),
-        token_type: token.kind().as_str().to_owned(),
-        obtained_at: unix_secs(token.obtained_at()),
-        expires_at: unix_secs(token.expires_at()),
-    }
-}
-
-fn from_stored(stored: &StoredToken) -> Option<AccessToken> {
-    let kind = TokenKind::parse(&stored.token_type)?;
-    AccessToken::new(
-        SecretString::from(stored.access_token.clone()),
-        kind,
-        UNIX_EPOCH + Duration::from_secs(stored.obtained_at),
-        UNIX_EPOCH + Duration::from_secs(stored.expires_at),
-    )
-    .ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::oauth::token::TokenKind;
+    use secrecy::{ExposeSecret, SecretString};
+    use std::time::Duration;
 
     fn token(value: &str, lifetime: Duration) -> AccessToken {
         let now = SystemTime::now();
@@ -325,11 +260,5 @@ mod tests {
             .await;
         assert!(store.load("old").await.is_none());
         assert!(store.load("new").await.is_some());
-    }
-
-    #[tokio::test]
-    async fn debug_never_shows_the_token() {
-        let stored = to_stored(&token("very-secret-token", Duration::from_secs(60)));
-        assert!(!format!("{stored:?}").contains("very-secret-token"));
     }
 }

@@ -1,0 +1,147 @@
+//! How the refresher obtains a token: from the store at start, from the token endpoint, or —
+//! with a store shared by a fleet — from the replica that holds the store's refresh lock.
+//!
+//! Invariants: with a shared store at most one replica fetches per credential at a time (the
+//! lock holder), and it re-reads the store first, so a token another replica just saved is
+//! adopted instead of fetched again; a replica that cannot reach the store fetches for
+//! itself (memory fallback) rather than wait; a token adopted from the store is usable, not
+//! yet due for refresh, and not one this replica saw rejected; every token obtained here is
+//! made current before the refresher wakes waiters.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::{LastFetch, TokenSource};
+use crate::auth::oauth::client::FetchError;
+use crate::auth::oauth::store::LockOutcome;
+use crate::auth::oauth::token::AccessToken;
+use crate::metrics::metrics;
+
+/// While another replica holds the refresh lock: how often to look for its token (and
+/// whether the lock is free again, expired or released).
+const LOCK_POLL: Duration = Duration::from_millis(100);
+
+/// A new current token and where it came from (only fetches count as token requests).
+pub(super) enum Refreshed {
+    Fetched(Arc<AccessToken>),
+    Adopted(Arc<AccessToken>),
+}
+
+impl TokenSource {
+    /// At start: a usable token kept in the store (a restart, or another replica's token)
+    /// spares a token request. Waiters already queued are woken.
+    pub(super) async fn load_stored(&self) {
+        // A token inherited on reload is at least as fresh as the stored one.
+        if self.usable(SystemTime::now()).is_some() {
+            return;
+        }
+        let Some(token) = self.store.load(&self.store_id).await else {
+            return;
+        };
+        if token.is_usable(SystemTime::now()) {
+            tracing::info!(
+                credential = %self.key,
+                expires_at = %humantime::format_rfc3339_seconds(token.expires_at()),
+                "using the token kept in the token store"
+            );
+            metrics().set_token_expiry(&self.key.to_string(), token.expires_at());
+            self.current.store(Some(Arc::new(token)));
+            self.status.send_replace(LastFetch::Succeeded);
+        }
+    }
+
+    /// One refresh. `forced` (a reload changed the secret) fetches even when the store holds
+    /// a fresh token, so the new secret is proved.
+    pub(super) async fn refresh(&self, forced: bool) -> Result<Refreshed, FetchError> {
+        if !self.store.is_shared() {
+            return self.fetch_and_keep().await;
+        }
+        loop {
+            match self.store.acquire_refresh_lock(&self.store_id).await {
+                LockOutcome::Acquired(lock) => {
+                    let refreshed = match self.adopt_stored(forced).await {
+                        Some(token) => Ok(Refreshed::Adopted(token)),
+                        None => self.fetch_and_keep().await,
+                    };
+                    // After the save: a replica that takes the lock next reads this token.
+                    self.store.release_refresh_lock(&self.store_id, lock).await;
+                    return refreshed;
+                }
+                LockOutcome::HeldElsewhere => {
+                    tokio::time::sleep(LOCK_POLL).await;
+                    if let Some(token) = self.adopt_stored(false).await {
+                        return Ok(Refreshed::Adopted(token));
+                    }
+                    // Still nothing: try the lock again (its holder may have died; the lock
+                    // then expires after `lock_timeout`).
+                }
+                LockOutcome::Unavailable => {
+                    // The store logged and counted the outage; this replica fetches for
+                    // itself and keeps the token in memory (saving would only time out).
+                    let token = self.fetch().await?;
+                    self.current.store(Some(token.clone()));
+                    return Ok(Refreshed::Fetched(token));
+                }
+            }
+        }
+    }
+
+    /// Fetches, makes the token current at once (new callers get it), then saves it.
+    async fn fetch_and_keep(&self) -> Result<Refreshed, FetchError> {
+        let token = self.fetch().await?;
+        self.current.store(Some(token.clone()));
+        self.store.save(&self.store_id, &token).await;
+        Ok(Refreshed::Fetched(token))
+    }
+
+    /// Makes the stored token current if another replica put a better one there: usable,
+    /// not due for refresh, and neither the one held here nor the one rejected here.
+    async fn adopt_stored(&self, forced: bool) -> Option<Arc<AccessToken>> {
+        if forced {
+            return None;
+        }
+        let token = self.store.load(&self.store_id).await?;
+        let now = SystemTime::now();
+        if !token.is_usable(now) || token.refresh_due(self.refresh_at) <= now {
+            return None;
+        }
+        let fingerprint = token.fingerprint();
+        if self.rejected.load().as_deref() == Some(&fingerprint) {
+            return None;
+        }
+        if self
+            .current
+            .load()
+            .as_ref()
+            .is_some_and(|current| current.fingerprint() == fingerprint)
+        {
+            return None;
+        }
+        tracing::info!(
+            credential = %self.key,
+            expires_at = %humantime::format_rfc3339_seconds(token.expires_at()),
+            "using the token another replica obtained (shared token store)"
+        );
+        let token = Arc::new(token);
+        self.current.store(Some(token.clone()));
+        Some(token)
+    }
+
+    pub(super) async fn fetch(&self) -> Result<Arc<AccessToken>, FetchError> {
+        let token = self.client.fetch().await?;
+        let now = SystemTime::now();
+        // A token that is already unusable would make the refresher spin.
+        if !token.is_usable(now) {
+            return Err(FetchError::Transient(
+                "the token answer's expires_in is too short to use".to_owned(),
+            ));
+        }
+        tracing::info!(
+            credential = %self.key,
+            token_type = token.kind().as_str(),
+            expires_in_secs = token.expires_at().duration_since(now).map_or(0, |d| d.as_secs()),
+            "OAuth token obtained"
+        );
+        Ok(Arc::new(token))
+    }
+}

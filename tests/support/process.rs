@@ -1,0 +1,96 @@
+//! A `tango-gateway run` child process (the real binary): started from a config file, its
+//! output collected, its listen addresses read from the "serving" event, killed on drop.
+//!
+//! Invariant: the config must log JSON at `info` or below (the serving event is parsed).
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tango-gateway");
+
+pub struct Process {
+    child: Child,
+    output: Arc<Mutex<Vec<String>>>,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+fn collect(stream: impl Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            into.lock().unwrap().push(line);
+        }
+    });
+}
+
+impl Process {
+    pub async fn start(config: &Path) -> Process {
+        Self::start_with_env(config, &[]).await
+    }
+
+    pub async fn start_with_env(config: &Path, env: &[(&str, &Path)]) -> Process {
+        // Waited for by `Drop` (kill + wait), which clippy cannot see.
+        #[allow(clippy::zombie_processes)]
+        let mut child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(config)
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = Arc::new(Mutex::new(Vec::new()));
+        collect(child.stdout.take().unwrap(), output.clone());
+        collect(child.stderr.take().unwrap(), output.clone());
+        let start = Instant::now();
+        loop {
+            let serving = output
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|event| event["message"] == "tango-gateway serving");
+            if let Some(event) = serving {
+                return Process {
+                    child,
+                    output,
+                    listen: event["listen"].as_str().unwrap().parse().unwrap(),
+                    admin: event["admin"].as_str().unwrap().parse().unwrap(),
+                };
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the gateway did not start: {:#?}",
+                output.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// SIGKILL: the process dies at once, whatever it holds (a Redis lock, say).
+    pub fn kill(&mut self) {
+        let status = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let _ = self.child.wait();
+    }
+
+    pub fn output(&self) -> Vec<String> {
+        self.output.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
