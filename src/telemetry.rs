@@ -13,6 +13,11 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// Lines queued for the writer thread before callers wait: about 2–3 MB of JSON at most.
+/// tracing-appender's default (128,000 lines, tens of MB) would let a slow stdout turn
+/// into resident memory under load.
+const QUEUED_LINES: usize = 8_192;
+
 /// Keeps the log writer thread alive; dropping it flushes what is queued. Hold it until the
 /// process exits.
 #[must_use = "dropping the guard stops the log writer"]
@@ -28,6 +33,7 @@ pub fn init(format: LogFormat, level: &str) -> LogGuard {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(false)
+        .buffered_lines_limit(QUEUED_LINES)
         .thread_name("tango-gateway-log")
         .finish(BufWriter::new(std::io::stdout()));
     let builder = tracing_subscriber::fmt()
