@@ -6,11 +6,8 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,130 +15,32 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use support::process::{Process, BIN};
 use support::{OAuth, Setup, CLIENT_ID};
 use tango_gateway::sandbox::Fault;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tango-gateway");
 const PATH: &str = "/raas/v2/catalogs";
 
-/// A `tango-gateway run` child process with its output collected line by line.
-struct Process {
-    child: Child,
-    output: Arc<Mutex<Vec<String>>>,
-    listen: SocketAddr,
-    admin: SocketAddr,
+fn url(gateway: &Process, path: &str) -> String {
+    format!("http://{}{}", gateway.listen, path)
 }
 
-fn collect(stream: impl Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            into.lock().unwrap().push(line);
-        }
-    });
-}
-
-impl Process {
-    /// Starts `run` with JSON logs and waits for its "serving" event (listen addresses).
-    async fn start(config: &Path, rust_log: Option<&str>) -> Process {
-        let mut command = Command::new(BIN);
-        command
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env_remove("RUST_LOG");
-        if let Some(filter) = rust_log {
-            command.env("RUST_LOG", filter);
-        }
-        // Waited for by `Process`'s `Drop` (kill + wait), which clippy cannot see.
-        #[allow(clippy::zombie_processes)]
-        let mut child = command.spawn().unwrap();
-        let output = Arc::new(Mutex::new(Vec::new()));
-        collect(child.stdout.take().unwrap(), output.clone());
-        collect(child.stderr.take().unwrap(), output.clone());
-        let start = Instant::now();
-        loop {
-            let serving = output
-                .lock()
-                .unwrap()
-                .iter()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .find(|event| event["message"] == "tango-gateway serving");
-            if let Some(event) = serving {
-                return Process {
-                    child,
-                    output,
-                    listen: event["listen"].as_str().unwrap().parse().unwrap(),
-                    admin: event["admin"].as_str().unwrap().parse().unwrap(),
-                };
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "the gateway did not start: {:#?}",
-                output.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits until a log line contains `text` (counting from line `from`).
-    async fn wait_for_line(&self, from: usize, text: &str) {
-        let start = Instant::now();
-        while !self.output.lock().unwrap()[from..]
-            .iter()
-            .any(|l| l.contains(text))
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "no log line with {text:?}: {:#?}",
-                self.output.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    fn lines(&self) -> usize {
-        self.output.lock().unwrap().len()
-    }
-
-    async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(start.elapsed() < limit, "the gateway did not exit");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.listen, path)
-    }
-
-    async fn ready(&self) {
-        let start = Instant::now();
-        while get(&format!("http://{}/readyz", self.admin), &[]).await.0 != 200 {
-            assert!(start.elapsed() < Duration::from_secs(10), "not ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+async fn start(config: &Path, rust_log: Option<&str>) -> Process {
+    match rust_log {
+        Some(filter) => Process::start_with_env(config, &[("RUST_LOG", filter)]).await,
+        None => Process::start(config).await,
     }
 }
 
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+async fn ready(gateway: &Process) {
+    let start = Instant::now();
+    while get(&format!("http://{}/readyz", gateway.admin), &[])
+        .await
+        .0
+        != 200
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -168,13 +67,13 @@ async fn get(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
 #[tokio::test]
 async fn sigterm_lets_a_slow_request_finish_then_exits_zero() {
     let staged = Setup::new().log("json", "info").stage_with(|_| {}).await;
-    let mut gateway = Process::start(&staged.config_file, None).await;
-    assert_eq!(get(&gateway.url(PATH), &[]).await.0, 200);
+    let mut gateway = start(&staged.config_file, None).await;
+    assert_eq!(get(&url(&gateway, PATH), &[]).await.0, 200);
     staged
         .fake
         .push_fault(Fault::Delay(Duration::from_millis(1500)));
-    let url = gateway.url(PATH);
-    let slow = tokio::spawn(async move { get(&url, &[]).await.0 });
+    let slow_url = url(&gateway, PATH);
+    let slow = tokio::spawn(async move { get(&slow_url, &[]).await.0 });
     let start = Instant::now();
     while staged.fake.request_count() < 2 {
         assert!(start.elapsed() < Duration::from_secs(5));
@@ -187,18 +86,13 @@ async fn sigterm_lets_a_slow_request_finish_then_exits_zero() {
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("shutting down"), "{body}");
     assert_eq!(
-        get(&gateway.url(PATH), &[]).await.0,
+        get(&url(&gateway, PATH), &[]).await.0,
         0,
         "new calls are refused"
     );
     assert_eq!(slow.await.unwrap(), 200, "the in-flight request completes");
     let exit = gateway.wait_exit(Duration::from_secs(10)).await;
-    assert_eq!(
-        exit.code(),
-        Some(0),
-        "{:#?}",
-        gateway.output.lock().unwrap()
-    );
+    assert_eq!(exit.code(), Some(0), "{:#?}", gateway.output());
     gateway.wait_for_line(0, "tango-gateway stopped").await;
 }
 
@@ -231,33 +125,33 @@ async fn a_whole_run_logs_no_secret_token_proof_or_key() {
     everything.push(String::from_utf8_lossy(&check.stderr).into_owned());
 
     // Every crate at debug: hyper, rustls, h2 and ours.
-    let mut gateway = Process::start(&staged.config_file, Some("debug")).await;
-    gateway.ready().await;
+    let mut gateway = start(&staged.config_file, Some("debug")).await;
+    ready(&gateway).await;
     let caller_token = "caller-bearer-do-not-forward-4f1e";
     let caller = [
         ("authorization", "Bearer caller-bearer-do-not-forward-4f1e"),
         ("cookie", "session=caller-cookie-do-not-forward"),
     ];
     for _ in 0..3 {
-        assert_eq!(get(&gateway.url(PATH), &caller).await.0, 200);
+        assert_eq!(get(&url(&gateway, PATH), &caller).await.0, 200);
     }
     // A refusal, a retried 503, a revoked token (401, refresh, resend), a failed upstream.
     let browser = [
         ("origin", "https://evil.example"),
         ("sec-fetch-mode", "cors"),
     ];
-    assert_eq!(get(&gateway.url(PATH), &browser).await.0, 403);
+    assert_eq!(get(&url(&gateway, PATH), &browser).await.0, 403);
     fake.push_fault(Fault::Status {
         status: 503,
         times: 1,
         retry_after: Some("0".to_owned()),
     });
-    assert_eq!(get(&gateway.url(PATH), &caller).await.0, 200);
+    assert_eq!(get(&url(&gateway, PATH), &caller).await.0, 200);
     fake.revoke_tokens();
-    assert_eq!(get(&gateway.url(PATH), &caller).await.0, 200);
+    assert_eq!(get(&url(&gateway, PATH), &caller).await.0, 200);
     // Background refreshes of 3 s tokens while calls go on.
     for _ in 0..8 {
-        assert_eq!(get(&gateway.url(PATH), &caller).await.0, 200);
+        assert_eq!(get(&url(&gateway, PATH), &caller).await.0, 200);
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
 
@@ -278,7 +172,7 @@ async fn a_whole_run_logs_no_secret_token_proof_or_key() {
     gateway
         .wait_for_line(from, "configuration reload refused")
         .await;
-    assert_eq!(get(&gateway.url(PATH), &caller).await.0, 200);
+    assert_eq!(get(&url(&gateway, PATH), &caller).await.0, 200);
 
     gateway.signal("TERM");
     assert_eq!(
@@ -286,7 +180,7 @@ async fn a_whole_run_logs_no_secret_token_proof_or_key() {
         Some(0)
     );
     gateway.wait_for_line(0, "tango-gateway stopped").await;
-    everything.extend(gateway.output.lock().unwrap().iter().cloned());
+    everything.extend(gateway.output());
     let text = everything.join("\n");
 
     // What the run must have logged, so the search below searched something real.
@@ -341,19 +235,19 @@ async fn a_whole_run_logs_no_secret_token_proof_or_key() {
 #[tokio::test]
 async fn sighup_reloads_without_a_restart() {
     let staged = Setup::new().log("json", "info").stage_with(|_| {}).await;
-    let gateway = Process::start(&staged.config_file, None).await;
-    assert_eq!(get(&gateway.url(PATH), &[]).await.0, 200);
+    let gateway = start(&staged.config_file, None).await;
+    assert_eq!(get(&url(&gateway, PATH), &[]).await.0, 200);
     let config = std::fs::read_to_string(&staged.config_file).unwrap();
     let from = gateway.lines();
     // Same content: the watcher has nothing to do; only the signal reloads.
     gateway.signal("HUP");
     gateway.wait_for_line(from, "configuration reloaded").await;
-    assert!(gateway.output.lock().unwrap()[from..]
+    assert!(gateway.output()[from..]
         .iter()
         .any(|l| l.contains("SIGHUP") && l.contains("\"generation\":2")));
     assert_eq!(
         std::fs::read_to_string(&staged.config_file).unwrap(),
         config
     );
-    assert_eq!(get(&gateway.url(PATH), &[]).await.0, 200);
+    assert_eq!(get(&url(&gateway, PATH), &[]).await.0, 200);
 }

@@ -3,10 +3,11 @@
 //!
 //! Invariant: the config must log JSON at `info` or below (the serving event is parsed).
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,17 +31,18 @@ fn collect(stream: impl Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
 
 impl Process {
     pub async fn start(config: &Path) -> Process {
-        Self::start_with_env(config, &[]).await
+        Self::start_with_env::<&str>(config, &[]).await
     }
 
-    pub async fn start_with_env(config: &Path, env: &[(&str, &Path)]) -> Process {
+    /// Starts with extra environment variables (e.g. `RUST_LOG`, `SSL_CERT_FILE`).
+    pub async fn start_with_env<V: AsRef<OsStr>>(config: &Path, env: &[(&str, V)]) -> Process {
         // Waited for by `Drop` (kill + wait), which clippy cannot see.
         #[allow(clippy::zombie_processes)]
         let mut child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(config)
             .env_remove("RUST_LOG")
-            .envs(env.iter().copied())
+            .envs(env.iter().map(|(k, v)| (*k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -85,6 +87,49 @@ impl Process {
 
     pub fn output(&self) -> Vec<String> {
         self.output.lock().unwrap().clone()
+    }
+
+    /// Sends `SIG<name>` (`TERM`, `HUP`, ...).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// How many lines of output so far (a starting point for `wait_for_line`).
+    pub fn lines(&self) -> usize {
+        self.output.lock().unwrap().len()
+    }
+
+    /// Waits until a line from index `from` on contains `text` (panics after 10 s).
+    pub async fn wait_for_line(&self, from: usize, text: &str) {
+        let start = Instant::now();
+        while !self.output.lock().unwrap()[from..]
+            .iter()
+            .any(|l| l.contains(text))
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no log line with {text:?}: {:#?}",
+                self.output.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits for the process to exit (panics after `limit`).
+    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(start.elapsed() < limit, "the gateway did not exit");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 }
 
