@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use crate::admin::{self, Readiness};
 use crate::config::Config;
 use crate::inbound::listener::{self, ServeSettings};
+use crate::inbound::workers::{self, Workers};
 use crate::metrics::metrics;
 use crate::reload::{self, Generation, Live, LiveService, ReloadError, ReloadHandle};
 use crate::stack::{self, BuildError};
@@ -19,6 +20,8 @@ use crate::upstream::tls;
 pub enum StartError {
     #[error(transparent)]
     Build(#[from] BuildError),
+    #[error("cannot start the serving worker threads: {0}")]
+    Workers(std::io::Error),
     #[error("{key}: cannot listen on {addr}: {source}")]
     Bind {
         key: &'static str,
@@ -63,6 +66,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config.inbound.max_concurrent_requests,
         LiveService::new(live.clone()),
     );
+    let settings = ServeSettings {
+        header_read_timeout: config.inbound.header_read_timeout,
+        shutdown_grace: config.shutdown_grace,
+    };
+    let workers = Workers::start(workers::default_count(), &service, settings)
+        .map_err(StartError::Workers)?;
     let inbound_listener = bind("listen", config.listen).await?;
     let admin_listener = bind("admin.listen", config.admin.listen).await?;
     let listen_addr = inbound_listener
@@ -84,14 +93,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (reloads, reloader) = reload::spawn(live.clone(), config.clone(), reloader_stopped);
     let (stop_inbound, inbound_stopped) = watch::channel(false);
     let (stop_admin, admin_stopped) = watch::channel(false);
-    let settings = ServeSettings {
-        header_read_timeout: config.inbound.header_read_timeout,
-        shutdown_grace: config.shutdown_grace,
-    };
     let inbound = tokio::spawn(listener::serve(
         inbound_listener,
-        service,
-        settings,
+        workers,
+        config.shutdown_grace,
         inbound_stopped,
     ));
     let admin = tokio::spawn(admin::serve(

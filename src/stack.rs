@@ -23,11 +23,12 @@ use crate::headers::{clean_request_headers, forwarded, CALLER_CREDENTIALS};
 use crate::inbound::admission::{AdmissionPolicy, Admitted};
 use crate::inbound::body::PrepareBodyLayer;
 use crate::inbound::route::RouteTable;
+use crate::inbound::workers;
 use crate::request_id::RequestIdLayer;
 use crate::rescue::RescueLayer;
 use crate::retry::{RetryPolicy, RouteRetry};
 use crate::upstream::attempt_metrics::AttemptMetricsLayer;
-use crate::upstream::client::{build_client, Target, Upstream};
+use crate::upstream::client::{build_worker_clients, Target, Upstream};
 use crate::upstream::timeout::AttemptTimeoutLayer;
 use crate::upstream::tls::TlsSetupError;
 
@@ -157,10 +158,12 @@ fn route_stack(
 ) -> Result<RouteService, BuildError> {
     let name = route.name.clone();
     let upstream = &route.upstream;
-    let client = build_client(upstream).map_err(|source| BuildError::Tls {
-        index,
-        route: name.clone(),
-        source,
+    let clients = build_worker_clients(upstream, workers::default_count()).map_err(|source| {
+        BuildError::Tls {
+            index,
+            route: name.clone(),
+            source,
+        }
     })?;
     let credentials = Credentials::from_config(&name, &route.auth, tokens).map_err(|source| {
         BuildError::Credentials {
@@ -195,7 +198,7 @@ fn route_stack(
         .layer(AuthorizeLayer::new(credentials))
         .layer(AttemptMetricsLayer::new(Arc::from(name.as_str())))
         .layer(AttemptTimeoutLayer::new(upstream.timeout))
-        .service(Upstream::new(client, upstream.body_timeout));
+        .service(Upstream::new(clients, upstream.body_timeout));
     Ok(BoxCloneSyncService::new(service))
 }
 

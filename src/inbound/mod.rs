@@ -1,6 +1,8 @@
-//! The inbound side: admission of callers, path normalisation, route selection, listener.
+//! The inbound side: admission of callers, path normalisation, route selection, listener,
+//! serving workers.
 pub mod admission;
 pub mod body;
 pub mod listener;
 pub mod path;
 pub mod route;
+pub mod workers;

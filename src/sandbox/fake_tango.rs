@@ -241,8 +241,13 @@ fn server_config(options: &FakeTangoOptions) -> io::Result<ServerConfig> {
         verifier.allow_unauthenticated().build()
     }
     .map_err(|e| invalid(&e))?;
+    let versions: &[&rustls::SupportedProtocolVersion] = if options.tls12_only {
+        &[&rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    };
     let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .with_protocol_versions(versions)
         .map_err(|e| invalid(&e))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(options.server_chain.clone(), options.server_key.clone_key())

@@ -57,6 +57,8 @@ pub struct FakeTangoOptions {
     /// When set, the fake serves `POST /oauth/token` and every other path needs one of its
     /// tokens (with a DPoP proof when bound) instead of Basic credentials.
     pub oauth: Option<OAuthServerOptions>,
+    /// When true the fake speaks TLS 1.2 only (TLS 1.3 and 1.2 by default).
+    pub tls12_only: bool,
 }
 
 impl FakeTangoOptions {
@@ -69,6 +71,7 @@ impl FakeTangoOptions {
             require_client_cert: true,
             basic_auth: None,
             oauth: None,
+            tls12_only: false,
         }
     }
 
@@ -91,6 +94,13 @@ impl FakeTangoOptions {
         self
     }
 
+    /// TLS 1.2 only: the server then refuses a client certificate inside the handshake, so the
+    /// client sees the refusal before it sends anything (TLS 1.3 refuses after it).
+    pub fn tls12_only(mut self) -> Self {
+        self.tls12_only = true;
+        self
+    }
+
     /// Client certificates become optional (still verified when presented).
     pub fn client_cert_optional(mut self) -> Self {
         self.require_client_cert = false;
@@ -107,6 +117,7 @@ impl fmt::Debug for FakeTangoOptions {
             .field("require_client_cert", &self.require_client_cert)
             .field("basic_auth", &self.basic_auth)
             .field("oauth", &self.oauth)
+            .field("tls12_only", &self.tls12_only)
             .finish()
     }
 }

@@ -20,12 +20,15 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::Service;
 use tower_http::timeout::TimeoutBody;
 
+use rustls::ClientConfig;
+
 use super::tls::{client_config, TlsSetupError};
 use crate::body::{Payload, ResponseBody};
 use crate::config::{TlsConfig, UpstreamConfig};
 use crate::context::RequestContext;
 use crate::error::{BoxError, ErrorCode, GatewayError};
 use crate::headers::hop_by_hop;
+use crate::inbound::workers::PerWorker;
 
 /// Idle pooled connections are closed after this long (below typical ALB idle timeouts of
 /// 60 s, so the gateway, not the ALB, closes them and no request races a closing socket).
@@ -43,6 +46,22 @@ pub fn build_client(upstream: &UpstreamConfig) -> Result<HttpsClient, TlsSetupEr
     )
 }
 
+/// One client (and connection pool) per serving worker, sharing one TLS configuration and
+/// its session cache: see [`PerWorker`].
+pub fn build_worker_clients(
+    upstream: &UpstreamConfig,
+    workers: usize,
+) -> Result<PerWorker<HttpsClient>, TlsSetupError> {
+    let tls = client_config(&upstream.tls)?;
+    PerWorker::try_new(workers, || {
+        Ok(https_client(
+            tls.clone(),
+            upstream.connect_timeout,
+            upstream.allow_insecure_upstream,
+        ))
+    })
+}
+
 /// The same client for any HTTPS endpoint (the token endpoint uses it too): plain `http`
 /// only when `allow_insecure` says so.
 pub fn build_https_client(
@@ -50,7 +69,14 @@ pub fn build_https_client(
     connect_timeout: Duration,
     allow_insecure: bool,
 ) -> Result<HttpsClient, TlsSetupError> {
-    let tls = client_config(tls)?;
+    Ok(https_client(
+        client_config(tls)?,
+        connect_timeout,
+        allow_insecure,
+    ))
+}
+
+fn https_client(tls: ClientConfig, connect_timeout: Duration, allow_insecure: bool) -> HttpsClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
@@ -68,11 +94,11 @@ pub fn build_https_client(
             .enable_all_versions()
             .wrap_connector(http)
     };
-    Ok(Client::builder(TokioExecutor::new())
+    Client::builder(TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
-        .build(https))
+        .build(https)
 }
 
 /// Where a route's requests go: scheme, authority and an optional base path.
@@ -134,14 +160,14 @@ impl Target {
 /// is already absolute ([`Target::retarget`]).
 #[derive(Clone)]
 pub struct Upstream {
-    client: HttpsClient,
+    clients: PerWorker<HttpsClient>,
     body_timeout: Duration,
 }
 
 impl Upstream {
-    pub fn new(client: HttpsClient, body_timeout: Duration) -> Self {
+    pub fn new(clients: PerWorker<HttpsClient>, body_timeout: Duration) -> Self {
         Upstream {
-            client,
+            clients,
             body_timeout,
         }
     }
@@ -161,7 +187,8 @@ impl Service<Request<Payload>> for Upstream {
         // not force h2 on an HTTP/1.1 upstream.
         *request.version_mut() = Version::HTTP_11;
         let context = request.extensions().get::<Arc<RequestContext>>().cloned();
-        let sent = self.client.request(request);
+        // The serving worker's own pool: its connections' tasks run on this thread.
+        let sent = self.clients.get().request(request);
         let body_timeout = self.body_timeout;
         Box::pin(async move {
             let response = sent.await?;

@@ -110,6 +110,7 @@ pub struct Setup {
     tls: Tls,
     max_body_bytes: Option<u64>,
     wrong_key: bool,
+    fake_tls12_only: bool,
     oauth: Option<OAuth>,
     log: (&'static str, &'static str),
 }
@@ -141,6 +142,7 @@ impl Setup {
             tls: Tls::Mtls,
             max_body_bytes: None,
             wrong_key: false,
+            fake_tls12_only: false,
             oauth: None,
             log: ("pretty", "warn"),
         }
@@ -192,6 +194,11 @@ impl Setup {
     }
     pub fn max_body_bytes(mut self, bytes: u64) -> Self {
         self.max_body_bytes = Some(bytes);
+        self
+    }
+    /// The fake speaks TLS 1.2 only.
+    pub fn fake_tls12_only(mut self) -> Self {
+        self.fake_tls12_only = true;
         self
     }
     /// The gateway is configured with a key the fake does not accept.
@@ -252,6 +259,9 @@ impl Setup {
         let client_secret = format!("cs-{}", uuid::Uuid::new_v4().simple());
         let service_password = format!("pw-{}", uuid::Uuid::new_v4().simple());
         let mut options = FakeTangoOptions::from_dev_pki(&pki);
+        if self.fake_tls12_only {
+            options = options.tls12_only();
+        }
         options = match &self.oauth {
             None => options.with_basic_auth(PLATFORM, &api_key),
             Some(oauth) => {
