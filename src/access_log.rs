@@ -112,12 +112,14 @@ impl Entry {
     }
 
     fn emit(&self, bytes: u64, complete: bool) {
+        // Strings as `&str`, not `%` (Display): recorded as they are, with no formatting
+        // into a temporary String per field.
         tracing::info!(
             target: "tango_gateway::access",
-            request_id = %self.request_id,
+            request_id = self.request_id.as_str(),
             route = self.context.route().unwrap_or("-"),
-            method = %self.method,
-            path = %self.path,
+            method = self.method.as_str(),
+            path = self.path.as_str(),
             status = self.status.as_u16(),
             gateway_error = self.gateway_error.as_deref().unwrap_or("-"),
             attempts = self.context.attempts(),

@@ -22,6 +22,7 @@ use crate::error::{BoxError, ErrorCode, GatewayError};
 use crate::headers::{clean_request_headers, forwarded, CALLER_CREDENTIALS};
 use crate::inbound::admission::{AdmissionPolicy, Admitted};
 use crate::inbound::body::PrepareBodyLayer;
+use crate::inbound::limit::InFlightLimitLayer;
 use crate::inbound::route::RouteTable;
 use crate::inbound::workers;
 use crate::request_id::RequestIdLayer;
@@ -100,11 +101,12 @@ pub fn build_routing(
         .map(|(index, route)| route_stack(index, route, config.inbound.max_body_bytes, &mut tokens))
         .collect::<Result<Vec<_>, _>>()?;
     tokens.forget_previous();
-    let admission = AdmissionPolicy {
+    // Behind an Arc: the stack (and so this filter) is cloned for every request.
+    let admission = Arc::new(AdmissionPolicy {
         allow: config.inbound.allow.clone(),
         routes: RouteTable::new(&config.routes),
         reject_browser_requests: config.inbound.reject_browser_requests,
-    };
+    });
     let forwarded_for = config.forwarded_for;
     let service = ServiceBuilder::new()
         // Who may call what: method, target form, path, source allowlist, route, browser.
@@ -142,8 +144,7 @@ where
         // The only place errors become answers.
         .layer(RescueLayer)
         // Beyond max_concurrent_requests answer 503 at once instead of queueing.
-        .load_shed()
-        .concurrency_limit(max_concurrent_requests)
+        .layer(InFlightLimitLayer::new(max_concurrent_requests))
         .service(routing);
     BoxCloneService::new(service)
 }
@@ -175,11 +176,15 @@ fn route_stack(
     // A 401 answered with a new token resends the request, so OAuth bodies are kept too.
     let replayable = route.retry.max_attempts > 1 || matches!(credentials, Credentials::OAuth2(_));
     let strip = route.strip_prefix.then_some(route.path_prefix.as_str());
-    let target = Target::new(&upstream.url, strip).map_err(|source| BuildError::Target {
-        index,
-        route: name.clone(),
-        source,
-    })?;
+    // Behind an Arc: the route's stack is cloned for every request.
+    let target =
+        Arc::new(
+            Target::new(&upstream.url, strip).map_err(|source| BuildError::Target {
+                index,
+                route: name.clone(),
+                source,
+            })?,
+        );
     let retry = Arc::new(RouteRetry::new(
         Arc::from(name.as_str()),
         route.retry.clone(),

@@ -6,7 +6,11 @@
 mod support;
 
 use http::Method;
+use std::sync::Arc;
+use std::time::Duration;
+
 use support::{Harness, Setup};
+use tango_gateway::sandbox::Fault;
 
 /// After a refusal the gateway still answers a normal call.
 async fn assert_still_serving(h: &Harness) {
@@ -256,4 +260,35 @@ async fn a_chunked_body_over_the_limit_is_refused_without_retries() {
     // an aborted request (recorded whenever the fake finishes reading it), never an order.
     assert_eq!(h.fake.orders_created(), 0);
     assert_eq!(h.get("/raas/v2/catalogs").await.status, 200);
+}
+
+#[tokio::test]
+async fn requests_beyond_max_concurrent_requests_are_refused_at_once_then_served_again() {
+    let h = Arc::new(Setup::new().max_concurrent_requests(2).start().await);
+    h.fake.push_fault(Fault::Delay(Duration::from_millis(800)));
+    h.fake.push_fault(Fault::Delay(Duration::from_millis(800)));
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let h = h.clone();
+            tokio::spawn(async move { h.get("/raas/v2/catalogs").await.status })
+        })
+        .collect();
+    // Both slow calls are at the fake: every permit is taken.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while h.fake.request_count() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slow calls never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let refused = h.get("/raas/v2/catalogs").await;
+    refused.assert_gateway_error(503, "gateway.overloaded");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(h.fake.request_count(), 2, "the refused call reached Tango");
+    for call in slow {
+        assert_eq!(call.await.expect("slow call"), 200);
+    }
+    // The permits came back.
+    assert_still_serving(&h).await;
 }

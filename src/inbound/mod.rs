@@ -2,6 +2,7 @@
 //! serving workers.
 pub mod admission;
 pub mod body;
+pub mod limit;
 pub mod listener;
 pub mod path;
 pub mod route;

@@ -109,6 +109,7 @@ pub struct Setup {
     upstream: BTreeMap<String, String>,
     tls: Tls,
     max_body_bytes: Option<u64>,
+    max_concurrent_requests: Option<usize>,
     wrong_key: bool,
     fake_tls12_only: bool,
     oauth: Option<OAuth>,
@@ -141,6 +142,7 @@ impl Setup {
             upstream: BTreeMap::new(),
             tls: Tls::Mtls,
             max_body_bytes: None,
+            max_concurrent_requests: None,
             wrong_key: false,
             fake_tls12_only: false,
             oauth: None,
@@ -190,6 +192,10 @@ impl Setup {
     }
     pub fn tls(mut self, tls: Tls) -> Self {
         self.tls = tls;
+        self
+    }
+    pub fn max_concurrent_requests(mut self, max: usize) -> Self {
+        self.max_concurrent_requests = Some(max);
         self
     }
     pub fn max_body_bytes(mut self, bytes: u64) -> Self {
@@ -342,6 +348,9 @@ impl Setup {
         y += &format!("inbound:\n  allow: {}\n", list(&self.allow));
         if let Some(max) = self.max_body_bytes {
             y += &format!("  max_body_bytes: {max}\n");
+        }
+        if let Some(max) = self.max_concurrent_requests {
+            y += &format!("  max_concurrent_requests: {max}\n");
         }
         y += &format!("forwarded_for:\n  mode: {}\n", self.xff_mode);
         if let Some(ip) = &self.xff_static_ip {
