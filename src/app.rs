@@ -9,8 +9,8 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{self, Readiness};
 use crate::config::Config;
-use crate::inbound::listener::{self, ServeSettings};
-use crate::inbound::workers::{self, Workers};
+use crate::inbound::listener;
+use crate::inbound::workers::{self, ServeSettings, Workers};
 use crate::metrics::metrics;
 use crate::reload::{self, Generation, Live, LiveService, ReloadError, ReloadHandle};
 use crate::stack::{self, BuildError};
@@ -93,12 +93,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (reloads, reloader) = reload::spawn(live.clone(), config.clone(), reloader_stopped);
     let (stop_inbound, inbound_stopped) = watch::channel(false);
     let (stop_admin, admin_stopped) = watch::channel(false);
-    let inbound = tokio::spawn(listener::serve(
-        inbound_listener,
-        workers,
-        config.shutdown_grace,
-        inbound_stopped,
-    ));
+    let inbound = tokio::spawn(listener::serve(inbound_listener, workers, inbound_stopped));
     let admin = tokio::spawn(admin::serve(
         admin_listener,
         readiness.clone(),

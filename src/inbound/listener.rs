@@ -18,22 +18,11 @@ use super::workers::Workers;
 use crate::context::PeerAddr;
 use crate::stack::GatewayService;
 
-#[derive(Debug, Clone, Copy)]
-pub struct ServeSettings {
-    pub header_read_timeout: Duration,
-    pub shutdown_grace: Duration,
-}
-
 /// A pause after an accept error (e.g. out of file descriptors) so the loop cannot spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// Accepts on `listener` until `shutdown` turns true, then lets the workers drain.
-pub async fn serve(
-    listener: TcpListener,
-    workers: Workers,
-    grace: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve(listener: TcpListener, workers: Workers, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -50,14 +39,7 @@ pub async fn serve(
         }
     }
     drop(listener);
-    if workers.drain().await {
-        tracing::info!("all inbound connections drained");
-    } else {
-        tracing::warn!(
-            grace_s = grace.as_secs(),
-            "shutdown grace period over; closing remaining connections"
-        );
-    }
+    workers.drain().await;
 }
 
 /// The connection's service: every request carries the peer address for admission and XFF.
