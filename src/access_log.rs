@@ -4,14 +4,15 @@
 //! Invariant: the event carries no header value, no query string and no body: nothing in it
 //! can hold a credential.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tower::{Layer, Service};
@@ -20,7 +21,6 @@ use crate::body::ResponseBody;
 use crate::context::RequestContext;
 use crate::error::{BoxError, ERROR_HEADER};
 use crate::metrics::{metrics, RejectedLabels, RequestLabels, RouteLabels};
-use crate::request_id::RequestId;
 
 /// Paths longer than this are cut in the log (a caller controls them).
 const MAX_LOGGED_PATH: usize = 256;
@@ -40,7 +40,6 @@ pub struct AccessLog<S> {
     inner: S,
 }
 
-/// What the event says, gathered before the body is streamed.
 /// Counts a request in `tango_gateway_inflight_requests` for as long as it lives.
 struct Inflight;
 
@@ -57,14 +56,16 @@ impl Drop for Inflight {
     }
 }
 
+/// What the event says, gathered before the body is streamed. Everything in it is shared or
+/// copied cheaply: no per-request string is built unless a path needs cutting.
 struct Entry {
     _inflight: Inflight,
     context: Arc<RequestContext>,
-    request_id: String,
     method: Method,
-    path: String,
+    /// The target as the caller sent it (the log shows its path, never its query).
+    uri: Uri,
     status: StatusCode,
-    gateway_error: Option<String>,
+    gateway_error: Option<HeaderValue>,
     started: Instant,
 }
 
@@ -72,29 +73,32 @@ impl Entry {
     /// Request metrics, at response headers: by route (or `none` before routing), method
     /// (a closed set after admission; anything else is `other`) and status.
     fn count(&self) {
-        let route = self.context.route().unwrap_or("none").to_owned();
+        let route = match self.context.admitted() {
+            Some(admitted) => admitted.route_name.clone(),
+            None => Arc::from("none"),
+        };
         let method = match self.method {
-            Method::GET
-            | Method::HEAD
-            | Method::POST
-            | Method::PUT
-            | Method::PATCH
-            | Method::DELETE
-            | Method::OPTIONS => self.method.as_str().to_owned(),
-            _ => "other".to_owned(),
+            Method::GET => "GET",
+            Method::HEAD => "HEAD",
+            Method::POST => "POST",
+            Method::PUT => "PUT",
+            Method::PATCH => "PATCH",
+            Method::DELETE => "DELETE",
+            Method::OPTIONS => "OPTIONS",
+            _ => "other",
         };
         let m = metrics();
         m.requests
             .get_or_create(&RequestLabels {
                 route: route.clone(),
                 method,
-                status: self.status.as_str().to_owned(),
+                status: self.status.as_u16(),
             })
             .inc();
         m.request_duration
             .get_or_create(&RouteLabels { route })
             .observe(self.started.elapsed().as_secs_f64());
-        if let Some(code) = &self.gateway_error {
+        if let Some(code) = self.gateway_error() {
             // Only the gateway's own codes (a closed set); anything else is not a label.
             let own_code = code.len() <= 48
                 && code.starts_with("gateway.")
@@ -104,11 +108,15 @@ impl Entry {
             if own_code && !code.starts_with("gateway.upstream_") {
                 m.rejected
                     .get_or_create(&RejectedLabels {
-                        reason: code.clone(),
+                        reason: code.to_owned(),
                     })
                     .inc();
             }
         }
+    }
+
+    fn gateway_error(&self) -> Option<&str> {
+        self.gateway_error.as_ref().and_then(|v| v.to_str().ok())
     }
 
     fn emit(&self, bytes: u64, complete: bool) {
@@ -116,12 +124,12 @@ impl Entry {
         // into a temporary String per field.
         tracing::info!(
             target: "tango_gateway::access",
-            request_id = self.request_id.as_str(),
+            request_id = self.context.request_id_str(),
             route = self.context.route().unwrap_or("-"),
             method = self.method.as_str(),
-            path = self.path.as_str(),
+            path = &*logged_path(self.uri.path()),
             status = self.status.as_u16(),
-            gateway_error = self.gateway_error.as_deref().unwrap_or("-"),
+            gateway_error = self.gateway_error().unwrap_or("-"),
             attempts = self.context.attempts(),
             upstream_status = self.context.upstream_status().unwrap_or(0),
             duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
@@ -132,61 +140,91 @@ impl Entry {
     }
 }
 
+/// The path as logged: cut after [`MAX_LOGGED_PATH`] characters (a caller controls it).
+fn logged_path(path: &str) -> Cow<'_, str> {
+    match path.char_indices().nth(MAX_LOGGED_PATH) {
+        Some((cut, _)) => Cow::Owned(format!("{}…", &path[..cut])),
+        None => Cow::Borrowed(path),
+    }
+}
+
 impl<S, B, E> Service<Request<B>> for AccessLog<S>
 where
     S: Service<Request<B>, Response = Response<ResponseBody>, Error = E>,
-    S::Future: Send + 'static,
 {
     type Response = Response<ResponseBody>;
     type Error = E;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, E>> + Send>>;
+    type Future = AccessLogFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let context = Arc::new(RequestContext::default());
-        request.extensions_mut().insert(context.clone());
-        let mut path: String = request.uri().path().chars().take(MAX_LOGGED_PATH).collect();
-        if request.uri().path().len() > MAX_LOGGED_PATH {
-            path.push('…');
+        let pending = Pending {
+            inflight: Inflight::start(),
+            context: RequestContext::of(&mut request),
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            started: Instant::now(),
+        };
+        AccessLogFuture {
+            inner: self.inner.call(request),
+            pending: Some(pending),
         }
-        let method = request.method().clone();
-        let request_id = request
-            .extensions()
-            .get::<RequestId>()
-            .map(|id| id.as_str().to_owned())
-            .unwrap_or_default();
-        let started = Instant::now();
-        let inflight = Inflight::start();
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await?;
-            let entry = Entry {
-                _inflight: inflight,
-                context,
-                request_id,
-                method,
-                path,
-                status: response.status(),
-                gateway_error: response
-                    .headers()
-                    .get(ERROR_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned),
-                started,
-            };
-            entry.count();
-            Ok(response.map(|body| {
-                LoggedBody {
-                    inner: body,
-                    bytes: 0,
-                    entry: Some(entry),
-                }
-                .boxed_unsync()
-            }))
-        })
+    }
+}
+
+/// What is known of a request before its answer.
+struct Pending {
+    inflight: Inflight,
+    context: Arc<RequestContext>,
+    method: Method,
+    uri: Uri,
+    started: Instant,
+}
+
+pin_project_lite::pin_project! {
+    /// The answer, counted and with a body that logs the event when it ends (a named future:
+    /// no allocation per request).
+    pub struct AccessLogFuture<F> {
+        #[pin]
+        inner: F,
+        pending: Option<Pending>,
+    }
+}
+
+impl<F, E> Future for AccessLogFuture<F>
+where
+    F: Future<Output = Result<Response<ResponseBody>, E>>,
+{
+    type Output = Result<Response<ResponseBody>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx))?;
+        let Some(pending) = this.pending.take() else {
+            // Polled again after completion: a caller bug; answer as it is, unlogged.
+            return Poll::Ready(Ok(response));
+        };
+        let entry = Entry {
+            _inflight: pending.inflight,
+            context: pending.context,
+            method: pending.method,
+            uri: pending.uri,
+            status: response.status(),
+            gateway_error: response.headers().get(ERROR_HEADER).cloned(),
+            started: pending.started,
+        };
+        entry.count();
+        Poll::Ready(Ok(response.map(|body| {
+            LoggedBody {
+                inner: body,
+                bytes: 0,
+                entry: Some(entry),
+            }
+            .boxed_unsync()
+        })))
     }
 }
 
@@ -245,5 +283,25 @@ impl Drop for LoggedBody {
         // 204); the latter is complete when the inner body had nothing to send.
         let complete = self.inner.is_end_stream();
         self.finish(complete);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_paths_are_cut_and_marked_short_ones_kept() {
+        assert!(matches!(
+            logged_path("/raas/v2/catalogs"),
+            Cow::Borrowed("/raas/v2/catalogs")
+        ));
+        let exact = format!("/{}", "a".repeat(MAX_LOGGED_PATH - 1));
+        assert_eq!(logged_path(&exact), exact.as_str());
+        let long = format!("/{}", "a".repeat(MAX_LOGGED_PATH * 2));
+        let cut = logged_path(&long);
+        assert_eq!(cut.chars().count(), MAX_LOGGED_PATH + 1);
+        assert!(cut.ends_with('…'));
+        assert!(long.starts_with(cut.trim_end_matches('…')));
     }
 }

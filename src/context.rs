@@ -1,31 +1,86 @@
-//! Per-request facts gathered on the way down the stack and read by the access log.
+//! Per-request facts gathered on the way down the stack and read by the layers below and by
+//! the access log.
 //!
-//! Invariant: holds no header value and no body, so logging it can never leak a credential.
+//! One `Arc<RequestContext>` in the request's extensions carries them all (the peer, the
+//! request id, the admitted route, attempt counts): every extension is a separate boxed
+//! value that `tower::retry` clones again for each attempt, so one shared context costs one
+//! allocation where separate extensions cost one each, every request.
+//!
+//! Invariant: holds no credential-bearing header value and no body, so logging it can never
+//! leak a credential (the request id is the sanitised `x-request-id`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
-/// The inbound peer of a connection, set by the listener on every request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerAddr(pub SocketAddr);
+use http::{HeaderValue, Request};
+
+use crate::inbound::admission::Admitted;
 
 /// Shared by every layer of one request through `Arc` in the request's extensions.
 #[derive(Debug, Default)]
 pub struct RequestContext {
-    route: OnceLock<Arc<str>>,
+    /// The inbound peer of the connection, set by the listener.
+    peer: Option<SocketAddr>,
+    request_id: OnceLock<HeaderValue>,
+    admitted: OnceLock<Admitted>,
     attempts: AtomicU32,
     upstream_status: AtomicU16,
 }
 
 impl RequestContext {
-    pub fn set_route(&self, name: Arc<str>) {
+    /// The context of a request that arrived from `peer`.
+    pub fn from_peer(peer: SocketAddr) -> Self {
+        RequestContext {
+            peer: Some(peer),
+            ..RequestContext::default()
+        }
+    }
+
+    /// The request's context, inserting an empty one (no peer) when it has none yet.
+    pub fn of<B>(request: &mut Request<B>) -> Arc<RequestContext> {
+        request
+            .extensions_mut()
+            .get_or_insert_with(|| Arc::new(RequestContext::default()))
+            .clone()
+    }
+
+    /// The context of a request, if it has one.
+    pub fn get<B>(request: &Request<B>) -> Option<&Arc<RequestContext>> {
+        request.extensions().get::<Arc<RequestContext>>()
+    }
+
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    pub fn set_request_id(&self, id: HeaderValue) {
+        // First writer wins: the id is chosen once, at the top of the stack.
+        let _ = self.request_id.set(id);
+    }
+
+    pub fn request_id(&self) -> Option<&HeaderValue> {
+        self.request_id.get()
+    }
+
+    /// The request id as text (`""` before it is set; ids are always visible ASCII).
+    pub fn request_id_str(&self) -> &str {
+        self.request_id()
+            .and_then(|id| id.to_str().ok())
+            .unwrap_or("")
+    }
+
+    pub fn admit(&self, admitted: Admitted) {
         // First writer wins: a request is routed once.
-        let _ = self.route.set(name);
+        let _ = self.admitted.set(admitted);
+    }
+
+    pub fn admitted(&self) -> Option<&Admitted> {
+        self.admitted.get()
     }
 
     pub fn route(&self) -> Option<&str> {
-        self.route.get().map(|r| &**r)
+        self.admitted().map(|a| &*a.route_name)
     }
 
     /// Counts one upstream attempt and returns its number (1-based).

@@ -5,8 +5,9 @@
 //! text, so a caller cannot blow up the series count; one process-wide registry, so the
 //! counters survive a configuration reload.
 
+use std::borrow::Cow;
 use std::sync::atomic::AtomicU64;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::{text::encode, EncodeLabelSet};
@@ -21,28 +22,31 @@ const DURATION_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0,
 ];
 
+// The per-request label sets hold shared or static values: looking a series up on every
+// request must not allocate (the route name is an `Arc` shared with the route's stack).
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub route: String,
-    pub method: String,
-    pub status: String,
+    pub route: Arc<str>,
+    pub method: &'static str,
+    pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub route: String,
+    pub route: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    pub route: String,
-    pub outcome: String,
+    pub route: Arc<str>,
+    pub outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
-    pub route: String,
-    pub reason: String,
+    pub route: Arc<str>,
+    pub reason: Cow<'static, str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -223,7 +227,7 @@ impl Metrics {
             if let Some(identity) = &route.upstream.tls.client_identity {
                 self.client_cert_expiry
                     .get_or_create(&RouteLabels {
-                        route: route.name.clone(),
+                        route: Arc::from(route.name.as_str()),
                     })
                     .set(unix_seconds(identity.summary.not_after));
             }
@@ -300,15 +304,15 @@ mod tests {
         m.requests
             .get_or_create(&RequestLabels {
                 route: "raas".into(),
-                method: "GET".into(),
-                status: "200".into(),
+                method: "GET",
+                status: 200,
             })
             .inc();
         m.request_duration.get_or_create(&route()).observe(0.02);
         m.upstream_attempts
             .get_or_create(&OutcomeLabels {
                 route: "raas".into(),
-                outcome: "2xx".into(),
+                outcome: "2xx",
             })
             .inc();
         m.retries

@@ -1,25 +1,19 @@
 //! `x-request-id`: the caller's when it is a sane token, a new UUID otherwise; sent upstream
 //! and set on every answer (Tango's and the gateway's own).
 
-use std::task::{Context, Poll};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
 use http::{HeaderName, HeaderValue, Request, Response};
 use tower::{Layer, Service};
+
+use crate::context::RequestContext;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Longest caller-supplied id kept; longer ones are replaced (they would bloat every log line).
 const MAX_LEN: usize = 128;
-
-/// The request id, as stored in the request's extensions for the layers below.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(pub HeaderValue);
-
-impl RequestId {
-    pub fn as_str(&self) -> &str {
-        self.0.to_str().unwrap_or("")
-    }
-}
 
 fn acceptable(value: &HeaderValue) -> bool {
     let bytes = value.as_bytes();
@@ -55,12 +49,10 @@ pub struct SetRequestId<S> {
 impl<S, B, R> Service<Request<B>> for SetRequestId<S>
 where
     S: Service<Request<B>, Response = Response<R>>,
-    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future =
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = SetRequestIdFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -72,13 +64,36 @@ where
             _ => new_id(),
         };
         request.headers_mut().insert(X_REQUEST_ID, id.clone());
-        request.extensions_mut().insert(RequestId(id.clone()));
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let mut response = response.await?;
+        RequestContext::of(&mut request).set_request_id(id.clone());
+        SetRequestIdFuture {
+            inner: self.inner.call(request),
+            id: Some(id),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner answer with `x-request-id` set (a named future: no allocation per request).
+    pub struct SetRequestIdFuture<F> {
+        #[pin]
+        inner: F,
+        id: Option<HeaderValue>,
+    }
+}
+
+impl<F, R, E> Future for SetRequestIdFuture<F>
+where
+    F: Future<Output = Result<Response<R>, E>>,
+{
+    type Output = Result<Response<R>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = ready!(this.inner.poll(cx))?;
+        if let Some(id) = this.id.take() {
             response.headers_mut().insert(X_REQUEST_ID, id);
-            Ok(response)
-        })
+        }
+        Poll::Ready(Ok(response))
     }
 }
 

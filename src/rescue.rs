@@ -12,8 +12,8 @@ use http::{Request, Response};
 use tower::{Layer, Service};
 
 use crate::body::ResponseBody;
+use crate::context::RequestContext;
 use crate::error::{to_gateway_error, BoxError};
-use crate::request_id::RequestId;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RescueLayer;
@@ -49,7 +49,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let request_id = request.extensions().get::<RequestId>().cloned();
+        let context = RequestContext::get(&request).cloned();
         let response = self.inner.call(request);
         Box::pin(async move {
             match response.await {
@@ -58,7 +58,8 @@ where
                     let err: BoxError = err.into();
                     let gateway = to_gateway_error(&*err);
                     tracing::debug!(code = %gateway.code, cause = %ErrorChain(&*err), "gateway answered with an error");
-                    Ok(gateway.into_response(request_id.as_ref().map(RequestId::as_str)))
+                    let request_id = context.as_ref().map(|c| c.request_id_str());
+                    Ok(gateway.into_response(request_id.filter(|id| !id.is_empty())))
                 }
             }
         })

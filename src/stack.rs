@@ -18,9 +18,10 @@ use crate::auth::oauth::TokenSources;
 use crate::auth::{AuthorizeLayer, Credentials, CredentialsSetupError};
 use crate::body::ResponseBody;
 use crate::config::{Config, ForwardedForMode, RouteConfig};
+use crate::context::RequestContext;
 use crate::error::{BoxError, ErrorCode, GatewayError};
 use crate::headers::{clean_request_headers, forwarded, CALLER_CREDENTIALS};
-use crate::inbound::admission::{AdmissionPolicy, Admitted};
+use crate::inbound::admission::AdmissionPolicy;
 use crate::inbound::body::PrepareBodyLayer;
 use crate::inbound::limit::InFlightLimitLayer;
 use crate::inbound::route::RouteTable;
@@ -209,7 +210,9 @@ fn route_stack(
 
 /// Header hygiene after admission: strip what callers may not send, write X-Forwarded-For.
 fn hygiene(mut request: Request<Incoming>, mode: ForwardedForMode) -> Request<Incoming> {
-    let peer = request.extensions().get::<Admitted>().map(|a| a.peer);
+    let peer = RequestContext::get(&request)
+        .and_then(|context| context.admitted())
+        .map(|a| a.peer);
     let headers = request.headers_mut();
     clean_request_headers(headers);
     match peer {
@@ -240,9 +243,8 @@ impl Service<Request<Incoming>> for Dispatch {
     }
 
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        let index = request
-            .extensions()
-            .get::<Admitted>()
+        let index = RequestContext::get(&request)
+            .and_then(|context| context.admitted())
             .map(|a| a.route_index)
             .unwrap_or(usize::MAX);
         match self.routes.get(index) {

@@ -8,6 +8,7 @@
 //! are kept: never its body, never a credential.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -26,7 +27,7 @@ use super::report::{Step, StepResult};
 use super::DOCTOR_USER_AGENT;
 use crate::auth::oauth::client::TOKEN_REQUEST_TIMEOUT;
 use crate::config::{Config, RouteConfig, TokenCacheConfig};
-use crate::context::PeerAddr;
+use crate::context::RequestContext;
 use crate::error::{BoxError, ERROR_HEADER};
 use crate::inbound::route::is_allowed;
 use crate::stack::{self, GatewayService};
@@ -167,7 +168,9 @@ async fn exchange(service: GatewayService, peer: IpAddr, path: &str) -> Result<A
     let tagged = service.map_request(move |mut request: Request<Incoming>| {
         request
             .extensions_mut()
-            .insert(PeerAddr(SocketAddr::new(peer, 0)));
+            .insert(Arc::new(RequestContext::from_peer(SocketAddr::new(
+                peer, 0,
+            ))));
         request
     });
     let mut server = hyper::server::conn::http1::Builder::new();

@@ -17,21 +17,35 @@ pub const MAX_ENTRIES: usize = 30;
 pub fn rewrite(headers: &mut HeaderMap, mode: ForwardedForMode, peer: IpAddr) {
     let value = match mode {
         ForwardedForMode::Remove => None,
-        ForwardedForMode::Peer => Some(canonical(peer).to_string()),
-        ForwardedForMode::Static(ip) => Some(canonical(ip).to_string()),
+        ForwardedForMode::Peer => single(canonical(peer)),
+        ForwardedForMode::Static(ip) => single(canonical(ip)),
         ForwardedForMode::Append => {
             let mut chain = parse_chain(headers.get_all(X_FORWARDED_FOR).iter());
             chain.push(canonical(peer));
             let keep_from = chain.len().saturating_sub(MAX_ENTRIES);
-            Some(join(&chain[keep_from..]))
+            HeaderValue::from_str(&join(&chain[keep_from..])).ok()
         }
     };
     headers.remove(X_FORWARDED_FOR);
     // A list of formatted IP addresses is always a valid header value; the `if let` only
     // keeps the code free of a panic path.
-    if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+    if let Some(value) = value {
         headers.insert(X_FORWARDED_FOR, value);
     }
+}
+
+/// One address as a header value, formatted on the stack: the header value's own copy is
+/// the only allocation (this runs on every request).
+fn single(ip: IpAddr) -> Option<HeaderValue> {
+    use std::io::Write;
+    // The longest IPv6 text form is 45 bytes (`ffff:…:255.255.255.255`).
+    let mut buffer = [0u8; 45];
+    let written = {
+        let mut free = &mut buffer[..];
+        write!(free, "{ip}").ok()?;
+        45 - free.len()
+    };
+    HeaderValue::from_bytes(&buffer[..written]).ok()
 }
 
 /// Reads every `X-Forwarded-For` line in order as one list, keeping only the entries that
@@ -92,6 +106,20 @@ mod tests {
             .get(X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
+    }
+
+    #[test]
+    fn a_single_address_of_any_length_is_written_whole() {
+        for ip in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "2001:db8::1",
+        ] {
+            let parsed: IpAddr = ip.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+            let written = single(parsed);
+            assert_eq!(written.as_ref().and_then(|v| v.to_str().ok()), Some(ip));
+        }
     }
 
     #[test]

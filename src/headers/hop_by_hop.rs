@@ -25,13 +25,19 @@ const FIXED: [HeaderName; 7] = [
 /// Removes hop-by-hop headers from a request or response header map.
 pub fn remove(headers: &mut HeaderMap) {
     // Header names are case-insensitive tokens; anything unparseable cannot name a header
-    // we would forward, so it is skipped rather than trusted.
+    // we would forward, so it is skipped rather than trusted. `close` and `keep-alive`, the
+    // usual values, name nothing beyond the fixed set: skipping them keeps the common case
+    // free of allocations (a non-standard name parses into a new allocation).
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|list| list.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|token| {
+            !token.eq_ignore_ascii_case("close") && !token.eq_ignore_ascii_case("keep-alive")
+        })
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();
     for name in named {
         headers.remove(name);

@@ -4,6 +4,7 @@
 //! whose path is normalised, a route whose sources admit the peer, and no browser marks.
 //! It is not an open proxy: absolute-form targets and `CONNECT` never pass.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -12,11 +13,12 @@ use ipnet::IpNet;
 
 use super::path::normalise;
 use super::route::{is_allowed, RouteTable, Selection};
-use crate::context::{PeerAddr, RequestContext};
+use crate::context::RequestContext;
 use crate::error::{ErrorCode, GatewayError};
 use crate::headers::browser::is_browser_request;
 
-/// Set on an admitted request: the route it goes to.
+/// What admission decided for a request (kept in its [`RequestContext`]): the route it goes
+/// to and the peer's canonical address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admitted {
     pub route_index: usize,
@@ -33,12 +35,11 @@ pub struct AdmissionPolicy {
 
 impl AdmissionPolicy {
     /// Admits the request or says why not; on success the request's target is rewritten to
-    /// the normalised origin-form path (and its query), and `Admitted` is in its extensions.
+    /// the normalised origin-form path (and its query), and `Admitted` is in its context.
     pub fn admit<B>(&self, request: &mut Request<B>) -> Result<Admitted, GatewayError> {
-        let peer = request
-            .extensions()
-            .get::<PeerAddr>()
-            .map(|p| p.0.ip().to_canonical())
+        let peer = RequestContext::get(request)
+            .and_then(|context| context.peer())
+            .map(|peer| peer.ip().to_canonical())
             .ok_or_else(|| GatewayError::new(ErrorCode::ForbiddenSource, "unknown peer"))?;
         check_method(request.method())?;
         check_target_form(request)?;
@@ -63,16 +64,19 @@ impl AdmissionPolicy {
                 "browser-context calls are refused: call from a server",
             ));
         }
-        *request.uri_mut() = origin_form(&path, request.uri().query())?;
+        // Rebuilt only when normalisation changed the path or the target is an h2 absolute
+        // one (the common case keeps hyper's parsed URI, allocation-free).
+        let uri = request.uri();
+        let absolute = uri.scheme().is_some() || uri.authority().is_some();
+        if absolute || matches!(path, Cow::Owned(_)) {
+            *request.uri_mut() = origin_form(&path, request.uri().query())?;
+        }
         let admitted = Admitted {
             route_index,
             route_name,
             peer,
         };
-        if let Some(context) = request.extensions().get::<Arc<RequestContext>>() {
-            context.set_route(admitted.route_name.clone());
-        }
-        request.extensions_mut().insert(admitted.clone());
+        RequestContext::of(request).admit(admitted.clone());
         Ok(admitted)
     }
 }
@@ -155,7 +159,9 @@ mod tests {
         let peer: SocketAddr = format!("{peer}:40000")
             .parse()
             .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-        request.extensions_mut().insert(PeerAddr(peer));
+        request
+            .extensions_mut()
+            .insert(Arc::new(RequestContext::from_peer(peer)));
         request
     }
 

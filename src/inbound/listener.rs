@@ -5,6 +5,7 @@
 //! up to the grace period to finish.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::Request;
@@ -15,7 +16,7 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 use super::workers::Workers;
-use crate::context::PeerAddr;
+use crate::context::RequestContext;
 use crate::stack::GatewayService;
 
 /// A pause after an accept error (e.g. out of file descriptors) so the loop cannot spin.
@@ -42,7 +43,8 @@ pub async fn serve(listener: TcpListener, workers: Workers, mut shutdown: watch:
     workers.drain().await;
 }
 
-/// The connection's service: every request carries the peer address for admission and XFF.
+/// The connection's service: every request starts with a context holding the peer address
+/// (for admission and XFF).
 pub(super) fn tagged(
     service: GatewayService,
     peer: SocketAddr,
@@ -53,7 +55,9 @@ pub(super) fn tagged(
     >,
 > {
     TowerToHyperService::new(service.map_request(move |mut request: Request<Incoming>| {
-        request.extensions_mut().insert(PeerAddr(peer));
+        request
+            .extensions_mut()
+            .insert(Arc::new(RequestContext::from_peer(peer)));
         request
     }))
 }

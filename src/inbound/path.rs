@@ -5,6 +5,8 @@
 //! (`%2e` is decoded and resolved; `%2f`, `%5c`, `\`, `%00` and `%25` are refused). So no
 //! encoding can reach a route the caller is not allowed on.
 
+use std::borrow::Cow;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum BadPath {
     #[error("the request target is not an absolute path")]
@@ -18,16 +20,44 @@ pub enum BadPath {
 }
 
 /// Normalises an origin-form path: collapses `//`, resolves `.` and `..` (also when written
-/// `%2e`), keeps a trailing `/`, and refuses what cannot be normalised safely.
-pub fn normalise(raw: &str) -> Result<String, BadPath> {
+/// `%2e`), keeps a trailing `/`, and refuses what cannot be normalised safely. A path that
+/// is already normal (nearly every real one) is returned borrowed, without allocating.
+pub fn normalise(raw: &str) -> Result<Cow<'_, str>, BadPath> {
+    if is_normal(raw) {
+        return Ok(Cow::Borrowed(raw));
+    }
+    resolve(raw).map(Cow::Owned)
+}
+
+/// True when [`resolve`] would return `raw` unchanged: absolute, no escape or backslash, no
+/// `.`/`..` segment and no empty segment except a trailing `/`.
+fn is_normal(raw: &str) -> bool {
+    let Some(rest) = raw.strip_prefix('/') else {
+        return false;
+    };
+    if raw.bytes().any(|b| b == b'%' || b == b'\\') {
+        return false;
+    }
+    let mut segments = rest.split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        if segment == "." || segment == ".." || (segment.is_empty() && !last) {
+            return false;
+        }
+    }
+    true
+}
+
+/// The general case: decode dots and resolve segments on a stack.
+fn resolve(raw: &str) -> Result<String, BadPath> {
     if !raw.starts_with('/') {
         return Err(BadPath::NotAbsolute);
     }
-    let mut segments: Vec<String> = Vec::new();
+    let mut segments: Vec<Cow<'_, str>> = Vec::new();
     let mut trailing_slash = false;
     for raw_segment in raw[1..].split('/') {
         let segment = decode_dots(raw_segment)?;
-        match segment.as_str() {
+        match &*segment {
             "" | "." => trailing_slash = true,
             ".." => {
                 segments.pop().ok_or(BadPath::AboveRoot)?;
@@ -52,12 +82,12 @@ pub fn normalise(raw: &str) -> Result<String, BadPath> {
 
 /// Decodes `%2e` to `.` and checks every other escape, refusing the ones that could change
 /// the path's structure when a server decodes them.
-fn decode_dots(segment: &str) -> Result<String, BadPath> {
+fn decode_dots(segment: &str) -> Result<Cow<'_, str>, BadPath> {
     if segment.contains('\\') {
         return Err(BadPath::AmbiguousEncoding);
     }
     if !segment.contains('%') {
-        return Ok(segment.to_owned());
+        return Ok(Cow::Borrowed(segment));
     }
     let bytes = segment.as_bytes();
     let mut out = String::with_capacity(segment.len());
@@ -84,7 +114,7 @@ fn decode_dots(segment: &str) -> Result<String, BadPath> {
         }
         i += 3;
     }
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
 /// True when `path` lies under `prefix`, matching whole segments (`/raas/v2` matches
@@ -209,6 +239,15 @@ mod tests {
                 (Err(_), None) => {}
                 (got, want) => prop_assert!(false, "{raw}: got {got:?}, model {want:?}"),
             }
+        }
+
+        #[test]
+        fn the_borrowed_fast_path_agrees_with_the_general_one(raw in r"(/|/|a|bc|\.|\.\.|%2e|%2E|%41|%|\\){0,12}") {
+            prop_assert_eq!(
+                normalise(&raw).map(Cow::into_owned),
+                resolve(&raw),
+                "{}", raw
+            );
         }
 
         #[test]

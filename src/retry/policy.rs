@@ -5,6 +5,7 @@
 //! passes the upstream's answer through; retries stop when the route's budget is spent or
 //! the deadline would pass.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -72,10 +73,10 @@ enum Retryable {
 }
 
 impl Retryable {
-    fn reason(self) -> String {
+    fn reason(self) -> Cow<'static, str> {
         match self {
-            Retryable::Failure(failure) => failure.as_str().to_owned(),
-            Retryable::Status(status) => status.as_u16().to_string(),
+            Retryable::Failure(failure) => Cow::Borrowed(failure.as_str()),
+            Retryable::Status(status) => Cow::Owned(status.as_u16().to_string()),
         }
     }
 }
@@ -166,7 +167,7 @@ impl tower::retry::Policy<Request<Payload>, Response<ResponseBody>, BoxError> fo
         metrics()
             .retries
             .get_or_create(&ReasonLabels {
-                route: route.to_string(),
+                route: route.clone(),
                 reason: retryable.reason(),
             })
             .inc();

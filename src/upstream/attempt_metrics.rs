@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use http::{Request, Response};
 use tower::{Layer, Service};
@@ -45,34 +45,53 @@ pub struct AttemptMetrics<S> {
 impl<S, B, RB> Service<Request<B>> for AttemptMetrics<S>
 where
     S: Service<Request<B>, Response = Response<RB>, Error = BoxError>,
-    S::Future: Send + 'static,
 {
     type Response = Response<RB>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<RB>, BoxError>> + Send>>;
+    type Future = AttemptMetricsFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let attempt = self.inner.call(request);
-        let route = self.route.clone();
-        Box::pin(async move {
-            let result = attempt.await;
-            let outcome = match &result {
-                Ok(response) => status_class(response.status().as_u16()),
-                Err(err) => classify_attempt_error(&**err).map_or("error", |f| f.as_str()),
-            };
-            metrics()
-                .upstream_attempts
-                .get_or_create(&OutcomeLabels {
-                    route: route.to_string(),
-                    outcome: outcome.to_owned(),
-                })
-                .inc();
-            result
-        })
+        AttemptMetricsFuture {
+            attempt: self.inner.call(request),
+            route: self.route.clone(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// One attempt, counted when it ends (a named future: no allocation per attempt).
+    pub struct AttemptMetricsFuture<F> {
+        #[pin]
+        attempt: F,
+        route: Arc<str>,
+    }
+}
+
+impl<F, RB> Future for AttemptMetricsFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, BoxError>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.attempt.poll(cx));
+        let outcome = match &result {
+            Ok(response) => status_class(response.status().as_u16()),
+            Err(err) => classify_attempt_error(&**err).map_or("error", |f| f.as_str()),
+        };
+        metrics()
+            .upstream_attempts
+            .get_or_create(&OutcomeLabels {
+                route: this.route.clone(),
+                outcome,
+            })
+            .inc();
+        Poll::Ready(result)
     }
 }
 

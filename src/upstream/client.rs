@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -15,7 +15,7 @@ use http::{Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::Service;
 use tower_http::timeout::TimeoutBody;
@@ -176,7 +176,7 @@ impl Upstream {
 impl Service<Request<Payload>> for Upstream {
     type Response = Response<ResponseBody>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+    type Future = UpstreamFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
@@ -186,22 +186,42 @@ impl Service<Request<Payload>> for Upstream {
         // The client picks HTTP/1.1 or h2 per connection (ALPN); an inbound h2 request must
         // not force h2 on an HTTP/1.1 upstream.
         *request.version_mut() = Version::HTTP_11;
-        let context = request.extensions().get::<Arc<RequestContext>>().cloned();
+        let context = RequestContext::get(&request).cloned();
         // The serving worker's own pool: its connections' tasks run on this thread.
-        let sent = self.clients.get().request(request);
-        let body_timeout = self.body_timeout;
-        Box::pin(async move {
-            let response = sent.await?;
-            if let Some(context) = context {
-                context.set_upstream_status(response.status());
-            }
-            let (mut parts, body) = response.into_parts();
-            hop_by_hop::remove_from_response(&mut parts.headers);
-            // A body that stalls mid-stream ends with an error, which makes the server abort
-            // the caller's response: a truncated body, never a clean end (§9).
-            let body = TimeoutBody::new(body_timeout, body).boxed_unsync();
-            Ok(Response::from_parts(parts, body))
-        })
+        UpstreamFuture {
+            sent: self.clients.get().request(request),
+            context,
+            body_timeout: self.body_timeout,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The upstream's answer, as the caller will get it (a named future: no allocation per
+    /// attempt beyond the client's own).
+    pub struct UpstreamFuture {
+        #[pin]
+        sent: ResponseFuture,
+        context: Option<Arc<RequestContext>>,
+        body_timeout: Duration,
+    }
+}
+
+impl Future for UpstreamFuture {
+    type Output = Result<Response<ResponseBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.sent.poll(cx))?;
+        if let Some(context) = this.context.take() {
+            context.set_upstream_status(response.status());
+        }
+        let (mut parts, body) = response.into_parts();
+        hop_by_hop::remove_from_response(&mut parts.headers);
+        // A body that stalls mid-stream ends with an error, which makes the server abort
+        // the caller's response: a truncated body, never a clean end (§9).
+        let body = TimeoutBody::new(*this.body_timeout, body).boxed_unsync();
+        Poll::Ready(Ok(Response::from_parts(parts, body)))
     }
 }
 

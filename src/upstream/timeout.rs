@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::Request;
@@ -44,11 +44,10 @@ impl<S, B> Service<Request<B>> for AttemptTimeout<S>
 where
     S: Service<Request<B>>,
     S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
+    type Future = AttemptTimeoutFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -61,12 +60,31 @@ where
                 .min(deadline.saturating_duration_since(Instant::now())),
             None => self.timeout,
         };
-        let attempt = self.inner.call(request);
-        Box::pin(async move {
-            match tokio::time::timeout(limit, attempt).await {
-                Ok(result) => result.map_err(Into::into),
-                Err(_elapsed) => Err(AttemptTimedOut.into()),
-            }
+        AttemptTimeoutFuture {
+            attempt: tokio::time::timeout(limit, self.inner.call(request)),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// One attempt under its time limit (a named future: no allocation per attempt).
+    pub struct AttemptTimeoutFuture<F> {
+        #[pin]
+        attempt: tokio::time::Timeout<F>,
+    }
+}
+
+impl<F, T, E> Future for AttemptTimeoutFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(match ready!(self.project().attempt.poll(cx)) {
+            Ok(result) => result.map_err(Into::into),
+            Err(_elapsed) => Err(AttemptTimedOut.into()),
         })
     }
 }
