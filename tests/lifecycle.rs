@@ -197,6 +197,18 @@ async fn a_whole_run_logs_no_secret_token_proof_or_key() {
     }
     assert!(fake.tokens_issued() >= 3, "refreshes happened");
 
+    // Every answer Tango sent whole was delivered whole, and the access log says so.
+    let delivered: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["message"] == "request" && event["status"] == 200)
+        .collect();
+    assert!(delivered.len() >= 10, "{} access events", delivered.len());
+    for event in &delivered {
+        assert_eq!(event["complete"], true, "{event}");
+        assert!(event["bytes"].as_u64() > Some(0), "{event}");
+    }
+
     // What must never appear: secrets, every credential Tango received, the caller's.
     let mut forbidden: Vec<String> = vec![
         staged.client_secret.clone(),

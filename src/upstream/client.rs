@@ -18,10 +18,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::Service;
-use tower_http::timeout::TimeoutBody;
 
 use rustls::ClientConfig;
 
+use super::stall::StallGuard;
 use super::tls::{client_config, TlsSetupError};
 use crate::body::{Payload, ResponseBody};
 use crate::config::{TlsConfig, UpstreamConfig};
@@ -220,7 +220,7 @@ impl Future for UpstreamFuture {
         hop_by_hop::remove_from_response(&mut parts.headers);
         // A body that stalls mid-stream ends with an error, which makes the server abort
         // the caller's response: a truncated body, never a clean end (§9).
-        let body = TimeoutBody::new(*this.body_timeout, body).boxed_unsync();
+        let body = StallGuard::new(body, *this.body_timeout).boxed_unsync();
         Poll::Ready(Ok(Response::from_parts(parts, body)))
     }
 }
