@@ -6,12 +6,17 @@
 //! `write` to stdout and a busy second of access logs costs a few system calls, not one per
 //! line. Nothing is dropped: when the queue is full, callers wait.
 
+mod json;
+mod timestamp;
+
 use std::io::BufWriter;
 
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+
+pub use json::JsonLines;
 
 /// Lines queued for the writer thread before callers wait: about 2–3 MB of JSON at most.
 /// tracing-appender's default (128,000 lines, tens of MB) would let a slow stdout turn
@@ -40,11 +45,7 @@ pub fn init(format: LogFormat, level: &str) -> LogGuard {
         .with_env_filter(filter)
         .with_writer(writer);
     let result = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
+        LogFormat::Json => builder.event_format(json::JsonLines).try_init(),
         LogFormat::Pretty => builder.compact().with_target(false).try_init(),
     };
     // An error only means a subscriber is already installed (and its writer kept).
