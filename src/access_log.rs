@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
@@ -62,7 +62,9 @@ struct Entry {
     _inflight: Inflight,
     context: Arc<RequestContext>,
     method: Method,
-    /// The target as the caller sent it (the log shows its path, never its query).
+    /// The target as the caller sent it: a reference-counted share of hyper's parsed request
+    /// line, not a copy. The log shows its path only; the query (which may carry secrets)
+    /// is held in memory until the answer ends and never written anywhere.
     uri: Uri,
     status: StatusCode,
     gateway_error: Option<HeaderValue>,
@@ -73,9 +75,10 @@ impl Entry {
     /// Request metrics, at response headers: by route (or `none` before routing), method
     /// (a closed set after admission; anything else is `other`) and status.
     fn count(&self) {
+        static NO_ROUTE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("none"));
         let route = match self.context.admitted() {
             Some(admitted) => admitted.route_name.clone(),
-            None => Arc::from("none"),
+            None => NO_ROUTE.clone(),
         };
         let method = match self.method {
             Method::GET => "GET",

@@ -41,6 +41,7 @@ impl<'a> MakeWriter<'a> for Captured {
 async fn no_secret_token_or_proof_in_any_log_line() {
     let captured = Captured::default();
     tracing_subscriber::fmt()
+        .fmt_fields(tango_gateway::telemetry::JsonSpanFields)
         .event_format(tango_gateway::telemetry::JsonLines)
         .with_env_filter("debug")
         .with_writer(captured.clone())

@@ -10,6 +10,8 @@ use http::HeaderMap;
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// A field literally named `close` (reserved, RFC 9110 §16.3.2) when `Connection` names it.
+const CLOSE: HeaderName = HeaderName::from_static("close");
 
 /// Always hop-by-hop, whether or not `Connection` names them.
 const FIXED: [HeaderName; 7] = [
@@ -25,9 +27,10 @@ const FIXED: [HeaderName; 7] = [
 /// Removes hop-by-hop headers from a request or response header map.
 pub fn remove(headers: &mut HeaderMap) {
     // Header names are case-insensitive tokens; anything unparseable cannot name a header
-    // we would forward, so it is skipped rather than trusted. `close` and `keep-alive`, the
-    // usual values, name nothing beyond the fixed set: skipping them keeps the common case
-    // free of allocations (a non-standard name parses into a new allocation).
+    // we would forward, so it is skipped rather than trusted. The usual values, `keep-alive`
+    // (in the fixed set) and `close`, are matched without parsing them into a `HeaderName`,
+    // which allocates for a non-standard name: the common case allocates nothing.
+    let mut close = false;
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -35,12 +38,16 @@ pub fn remove(headers: &mut HeaderMap) {
         .flat_map(|list| list.split(','))
         .map(str::trim)
         .filter(|token| {
+            close |= token.eq_ignore_ascii_case("close");
             !token.eq_ignore_ascii_case("close") && !token.eq_ignore_ascii_case("keep-alive")
         })
         .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();
     for name in named {
         headers.remove(name);
+    }
+    if close {
+        headers.remove(CLOSE);
     }
     for name in FIXED {
         headers.remove(name);
@@ -66,6 +73,7 @@ mod tests {
             HeaderValue::from_static("keep-alive, X-Secret-Hop , close"),
         );
         headers.insert("x-secret-hop", HeaderValue::from_static("1"));
+        headers.insert("close", HeaderValue::from_static("1"));
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         headers.insert("te", HeaderValue::from_static("trailers"));
         headers.insert("accept", HeaderValue::from_static("*/*"));

@@ -82,8 +82,12 @@ where
             if declared.is_some_and(|len| len > settings.max_body_bytes) {
                 return Err(too_large(settings.max_body_bytes));
             }
-            if let Some(deadline) = settings.deadline {
-                parts.extensions.insert(Deadline(Instant::now() + deadline));
+            // A deadline too far away to represent is no deadline (never a panic).
+            if let Some(deadline) = settings
+                .deadline
+                .and_then(|deadline| Instant::now().checked_add(deadline))
+            {
+                parts.extensions.insert(Deadline(deadline));
             }
             let limit = usize::try_from(settings.max_body_bytes).unwrap_or(usize::MAX);
             let payload = if body.is_end_stream() {

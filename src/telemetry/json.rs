@@ -1,6 +1,8 @@
 //! The `json` log format: one JSON object per line, `timestamp`, `level`, the event's fields
-//! (`message` first), then `target`, the layout of tracing-subscriber's JSON format with
-//! `flatten_event(true)` (which this replaces; log consumers see the same keys).
+//! (`message` first), `target`, then `spans` (root to leaf, each `{"name":…, fields…}`) when
+//! the event happened inside any: the keys of tracing-subscriber's JSON format with
+//! `flatten_event(true)`, which this replaces. Install both halves: `.fmt_fields(JsonSpanFields)`
+//! and `.event_format(JsonLines)`.
 //!
 //! Written here because of its cost: the access log writes one line per request, and
 //! tracing-subscriber's JSON format builds each line through serde, `tracing-serde` and an
@@ -16,8 +18,9 @@ use std::fmt::{self, Write};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
 /// A line longer than this is not kept as the thread's buffer afterwards.
@@ -32,14 +35,42 @@ thread_local! {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct JsonLines;
 
-impl<S, N> FormatEvent<S, N> for JsonLines
+/// How a span's fields are kept for [`JsonLines`]: `,"name":value` pairs, ready to be placed
+/// in the span's object.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonSpanFields;
+
+impl<'writer> FormatFields<'writer> for JsonSpanFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
+        let mut pairs = String::new();
+        fields.record(&mut JsonFields { line: &mut pairs });
+        writer.write_str(&pairs)
+    }
+
+    fn add_fields(
+        &self,
+        current: &'writer mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> fmt::Result {
+        // Pairs append as they are: each starts with its own comma.
+        fields.record(&mut JsonFields {
+            line: &mut current.fields,
+        });
+        Ok(())
+    }
+}
+
+impl<S> FormatEvent<S, JsonSpanFields> for JsonLines
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
 {
     fn format_event(
         &self,
-        _ctx: &FmtContext<'_, S, N>,
+        ctx: &FmtContext<'_, S, JsonSpanFields>,
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
@@ -48,7 +79,7 @@ where
         LINE.with(|line| match line.try_borrow_mut() {
             Ok(mut line) => {
                 line.clear();
-                write_line(&mut line, event)?;
+                write_line(&mut line, ctx, event)?;
                 let written = writer.write_str(&line);
                 if line.capacity() > KEPT_LINE_CAPACITY {
                     *line = String::with_capacity(512);
@@ -58,14 +89,21 @@ where
             // Only if an event is emitted while formatting one (a `Debug` impl that logs).
             Err(_) => {
                 let mut line = String::new();
-                write_line(&mut line, event)?;
+                write_line(&mut line, ctx, event)?;
                 writer.write_str(&line)
             }
         })
     }
 }
 
-fn write_line(line: &mut String, event: &Event<'_>) -> fmt::Result {
+fn write_line<S>(
+    line: &mut String,
+    ctx: &FmtContext<'_, S, JsonSpanFields>,
+    event: &Event<'_>,
+) -> fmt::Result
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
     let metadata = event.metadata();
     line.push_str("{\"timestamp\":\"");
     super::timestamp::push_now(line);
@@ -76,6 +114,21 @@ fn write_line(line: &mut String, event: &Event<'_>) -> fmt::Result {
     event.record(&mut fields);
     line.push_str(",\"target\":");
     push_string(line, metadata.target());
+    if let Some(scope) = ctx.event_scope() {
+        line.push_str(",\"spans\":[");
+        for (index, span) in scope.from_root().enumerate() {
+            if index > 0 {
+                line.push(',');
+            }
+            line.push_str("{\"name\":");
+            push_string(line, span.name());
+            if let Some(fields) = span.extensions().get::<FormattedFields<JsonSpanFields>>() {
+                line.push_str(&fields.fields);
+            }
+            line.push('}');
+        }
+        line.push(']');
+    }
     line.push_str("}\n");
     Ok(())
 }
@@ -256,6 +309,7 @@ mod tests {
         let sink = Sink::default();
         let writer = sink.clone();
         let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(JsonSpanFields)
             .event_format(JsonLines)
             .with_writer(move || writer.clone())
             .finish();
@@ -313,6 +367,35 @@ mod tests {
             timestamp.ends_with('Z') && timestamp.contains('T'),
             "{timestamp}"
         );
+    }
+
+    #[test]
+    fn spans_are_listed_root_first_with_their_fields() {
+        let lines = lines_of(|| {
+            let outer = tracing::info_span!("connection", peer = "10.0.0.1:5000", n = 1u64);
+            let _outer = outer.enter();
+            let inner = tracing::info_span!("stream", id = 3u64, later = tracing::field::Empty);
+            inner.record("later", "set \"afterwards\"");
+            let _inner = inner.enter();
+            tracing::info!("inside");
+        });
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let line: serde_json::Value = serde_json::from_str(&lines[0]).unwrap_or_default();
+        assert_eq!(line["message"], "inside");
+        let spans = line["spans"].as_array().cloned().unwrap_or_default();
+        assert_eq!(spans.len(), 2, "{}", lines[0]);
+        assert_eq!(spans[0]["name"], "connection");
+        assert_eq!(spans[0]["peer"], "10.0.0.1:5000");
+        assert_eq!(spans[0]["n"], 1);
+        assert_eq!(spans[1]["name"], "stream");
+        assert_eq!(spans[1]["id"], 3);
+        assert_eq!(spans[1]["later"], "set \"afterwards\"");
+    }
+
+    #[test]
+    fn no_spans_key_outside_spans() {
+        let lines = lines_of(|| tracing::info!("alone"));
+        assert!(!lines[0].contains("\"spans\""), "{}", lines[0]);
     }
 
     proptest! {

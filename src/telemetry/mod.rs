@@ -16,7 +16,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-pub use json::JsonLines;
+pub use json::{JsonLines, JsonSpanFields};
 
 /// Lines queued for the writer thread before callers wait: about 2–3 MB of JSON at most.
 /// tracing-appender's default (128,000 lines, tens of MB) would let a slow stdout turn
@@ -45,7 +45,10 @@ pub fn init(format: LogFormat, level: &str) -> LogGuard {
         .with_env_filter(filter)
         .with_writer(writer);
     let result = match format {
-        LogFormat::Json => builder.event_format(json::JsonLines).try_init(),
+        LogFormat::Json => builder
+            .fmt_fields(json::JsonSpanFields)
+            .event_format(json::JsonLines)
+            .try_init(),
         LogFormat::Pretty => builder.compact().with_target(false).try_init(),
     };
     // An error only means a subscriber is already installed (and its writer kept).

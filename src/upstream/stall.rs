@@ -68,10 +68,14 @@ where
         }
         if !*this.waiting {
             *this.waiting = true;
-            let deadline = Instant::now() + *this.timeout;
-            match this.wait.as_mut().as_pin_mut() {
-                Some(wait) => wait.reset(deadline),
-                None => this.wait.set(Some(tokio::time::sleep_until(deadline))),
+            // A timeout too long to represent never fires (and never panics).
+            if let Some(deadline) = Instant::now().checked_add(*this.timeout) {
+                match this.wait.as_mut().as_pin_mut() {
+                    Some(wait) => wait.reset(deadline),
+                    None => this.wait.set(Some(tokio::time::sleep_until(deadline))),
+                }
+            } else {
+                this.wait.set(None);
             }
         }
         let stalled = this
@@ -166,6 +170,21 @@ mod tests {
             body.frame().await.is_none(),
             "the sender is gone: a clean end"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_too_long_to_represent_never_fires_nor_panics() {
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        let mut body = std::pin::pin!(StallGuard::new(
+            StreamBody::new(tokio_stream_from(receiver)),
+            Duration::MAX,
+        ));
+        let waited = tokio::time::timeout(Duration::from_secs(3600), body.frame()).await;
+        assert!(
+            waited.is_err(),
+            "still waiting for the upstream after an hour"
+        );
+        drop(sender);
     }
 
     /// A `Stream` over an mpsc receiver, without pulling in tokio-stream.
