@@ -56,9 +56,9 @@ impl Drop for Inflight {
     }
 }
 
-/// What the event says, gathered before the body is streamed. Everything in it is shared or
-/// copied cheaply: no per-request string is built unless a path needs cutting.
-struct Entry {
+/// What is known of a request before its answer. Everything in it is shared or copied
+/// cheaply: no per-request string is built unless a path needs cutting.
+struct Pending {
     _inflight: Inflight,
     context: Arc<RequestContext>,
     method: Method,
@@ -66,9 +66,14 @@ struct Entry {
     /// line, not a copy. The log shows its path only; the query (which may carry secrets)
     /// is held in memory until the answer ends and never written anywhere.
     uri: Uri,
+    started: Instant,
+}
+
+/// What the event says, gathered before the body is streamed.
+struct Entry {
+    request: Pending,
     status: StatusCode,
     gateway_error: Option<HeaderValue>,
-    started: Instant,
 }
 
 impl Entry {
@@ -76,11 +81,12 @@ impl Entry {
     /// (a closed set after admission; anything else is `other`) and status.
     fn count(&self) {
         static NO_ROUTE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("none"));
-        let route = match self.context.admitted() {
+        let request = &self.request;
+        let route = match request.context.admitted() {
             Some(admitted) => admitted.route_name.clone(),
             None => NO_ROUTE.clone(),
         };
-        let method = match self.method {
+        let method = match request.method {
             Method::GET => "GET",
             Method::HEAD => "HEAD",
             Method::POST => "POST",
@@ -100,7 +106,7 @@ impl Entry {
             .inc();
         m.request_duration
             .get_or_create(&RouteLabels { route })
-            .observe(self.started.elapsed().as_secs_f64());
+            .observe(request.started.elapsed().as_secs_f64());
         if let Some(code) = self.gateway_error() {
             // Only the gateway's own codes (a closed set); anything else is not a label.
             let own_code = code.len() <= 48
@@ -125,17 +131,18 @@ impl Entry {
     fn emit(&self, bytes: u64, complete: bool) {
         // Strings as `&str`, not `%` (Display): recorded as they are, with no formatting
         // into a temporary String per field.
+        let request = &self.request;
         tracing::info!(
             target: "tango_gateway::access",
-            request_id = self.context.request_id_str(),
-            route = self.context.route().unwrap_or("-"),
-            method = self.method.as_str(),
-            path = &*logged_path(self.uri.path()),
+            request_id = request.context.request_id().unwrap_or(""),
+            route = request.context.route().unwrap_or("-"),
+            method = request.method.as_str(),
+            path = &*logged_path(request.uri.path()),
             status = self.status.as_u16(),
             gateway_error = self.gateway_error().unwrap_or("-"),
-            attempts = self.context.attempts(),
-            upstream_status = self.context.upstream_status().unwrap_or(0),
-            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            attempts = request.context.attempts(),
+            upstream_status = request.context.upstream_status().unwrap_or(0),
+            duration_ms = request.started.elapsed().as_secs_f64() * 1000.0,
             bytes,
             complete,
             "request"
@@ -165,7 +172,7 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let pending = Pending {
-            inflight: Inflight::start(),
+            _inflight: Inflight::start(),
             context: RequestContext::of(&mut request),
             method: request.method().clone(),
             uri: request.uri().clone(),
@@ -176,15 +183,6 @@ where
             pending: Some(pending),
         }
     }
-}
-
-/// What is known of a request before its answer.
-struct Pending {
-    inflight: Inflight,
-    context: Arc<RequestContext>,
-    method: Method,
-    uri: Uri,
-    started: Instant,
 }
 
 pin_project_lite::pin_project! {
@@ -206,18 +204,14 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let response = ready!(this.inner.poll(cx))?;
-        let Some(pending) = this.pending.take() else {
+        let Some(request) = this.pending.take() else {
             // Polled again after completion: a caller bug; answer as it is, unlogged.
             return Poll::Ready(Ok(response));
         };
         let entry = Entry {
-            _inflight: pending.inflight,
-            context: pending.context,
-            method: pending.method,
-            uri: pending.uri,
+            request,
             status: response.status(),
             gateway_error: response.headers().get(ERROR_HEADER).cloned(),
-            started: pending.started,
         };
         entry.count();
         Poll::Ready(Ok(response.map(|body| {

@@ -59,15 +59,9 @@ impl RequestContext {
         let _ = self.request_id.set(id);
     }
 
-    pub fn request_id(&self) -> Option<&HeaderValue> {
-        self.request_id.get()
-    }
-
-    /// The request id as text (`""` before it is set; ids are always visible ASCII).
-    pub fn request_id_str(&self) -> &str {
-        self.request_id()
-            .and_then(|id| id.to_str().ok())
-            .unwrap_or("")
+    /// The request id, once set (ids are always visible ASCII).
+    pub fn request_id(&self) -> Option<&str> {
+        self.request_id.get().and_then(|id| id.to_str().ok())
     }
 
     pub fn admit(&self, admitted: Admitted) {

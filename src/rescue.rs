@@ -58,8 +58,8 @@ where
                     let err: BoxError = err.into();
                     let gateway = to_gateway_error(&*err);
                     tracing::debug!(code = %gateway.code, cause = %ErrorChain(&*err), "gateway answered with an error");
-                    let request_id = context.as_ref().map(|c| c.request_id_str());
-                    Ok(gateway.into_response(request_id.filter(|id| !id.is_empty())))
+                    let request_id = context.as_ref().and_then(|c| c.request_id());
+                    Ok(gateway.into_response(request_id))
                 }
             }
         })

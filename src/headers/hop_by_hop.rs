@@ -38,8 +38,11 @@ pub fn remove(headers: &mut HeaderMap) {
         .flat_map(|list| list.split(','))
         .map(str::trim)
         .filter(|token| {
-            close |= token.eq_ignore_ascii_case("close");
-            !token.eq_ignore_ascii_case("close") && !token.eq_ignore_ascii_case("keep-alive")
+            if token.eq_ignore_ascii_case("close") {
+                close = true;
+                return false;
+            }
+            !token.eq_ignore_ascii_case("keep-alive")
         })
         .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();

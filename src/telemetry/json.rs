@@ -79,7 +79,7 @@ where
         LINE.with(|line| match line.try_borrow_mut() {
             Ok(mut line) => {
                 line.clear();
-                write_line(&mut line, ctx, event)?;
+                write_line(&mut line, ctx, event);
                 let written = writer.write_str(&line);
                 if line.capacity() > KEPT_LINE_CAPACITY {
                     *line = String::with_capacity(512);
@@ -89,18 +89,14 @@ where
             // Only if an event is emitted while formatting one (a `Debug` impl that logs).
             Err(_) => {
                 let mut line = String::new();
-                write_line(&mut line, ctx, event)?;
+                write_line(&mut line, ctx, event);
                 writer.write_str(&line)
             }
         })
     }
 }
 
-fn write_line<S>(
-    line: &mut String,
-    ctx: &FmtContext<'_, S, JsonSpanFields>,
-    event: &Event<'_>,
-) -> fmt::Result
+fn write_line<S>(line: &mut String, ctx: &FmtContext<'_, S, JsonSpanFields>, event: &Event<'_>)
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
@@ -130,7 +126,6 @@ where
         line.push(']');
     }
     line.push_str("}\n");
-    Ok(())
 }
 
 /// Appends each field as `,"name":value`.
