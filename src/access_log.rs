@@ -20,7 +20,7 @@ use tower::{Layer, Service};
 use crate::body::ResponseBody;
 use crate::context::RequestContext;
 use crate::error::{BoxError, ERROR_HEADER};
-use crate::metrics::{metrics, RejectedLabels, RequestLabels, RouteLabels};
+use crate::metrics::{self, metrics, RejectedLabels, RequestLabels, RouteLabels};
 
 /// Paths longer than this are cut in the log (a caller controls them).
 const MAX_LOGGED_PATH: usize = 256;
@@ -96,17 +96,15 @@ impl Entry {
             Method::OPTIONS => "OPTIONS",
             _ => "other",
         };
-        let m = metrics();
-        m.requests
-            .get_or_create(&RequestLabels {
-                route: route.clone(),
-                method,
-                status: self.status.as_u16(),
-            })
-            .inc();
-        m.request_duration
-            .get_or_create(&RouteLabels { route })
-            .observe(request.started.elapsed().as_secs_f64());
+        metrics::count_request(RequestLabels {
+            route: route.clone(),
+            method,
+            status: self.status.as_u16(),
+        });
+        metrics::observe_request_duration(
+            RouteLabels { route },
+            request.started.elapsed().as_secs_f64(),
+        );
         if let Some(code) = self.gateway_error() {
             // Only the gateway's own codes (a closed set); anything else is not a label.
             let own_code = code.len() <= 48
@@ -115,7 +113,8 @@ impl Entry {
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.');
             if own_code && !code.starts_with("gateway.upstream_") {
-                m.rejected
+                metrics()
+                    .rejected
                     .get_or_create(&RejectedLabels {
                         reason: code.to_owned(),
                     })

@@ -26,11 +26,16 @@ pub fn rewrite(headers: &mut HeaderMap, mode: ForwardedForMode, peer: IpAddr) {
             HeaderValue::from_str(&join(&chain[keep_from..])).ok()
         }
     };
-    headers.remove(X_FORWARDED_FOR);
-    // A list of formatted IP addresses is always a valid header value; the `if let` only
-    // keeps the code free of a panic path.
-    if let Some(value) = value {
-        headers.insert(X_FORWARDED_FOR, value);
+    // `insert` replaces every caller line. A list of formatted IP addresses is always a
+    // valid header value; the `None` arm of a failed format only keeps the code free of a
+    // panic path, and drops the header like `Remove`.
+    match value {
+        Some(value) => {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+        None => {
+            headers.remove(X_FORWARDED_FOR);
+        }
     }
 }
 

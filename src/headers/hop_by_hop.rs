@@ -8,13 +8,13 @@ use http::header::{
 };
 use http::HeaderMap;
 
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 /// A field literally named `close` (reserved, RFC 9110 §16.3.2) when `Connection` names it.
 const CLOSE: HeaderName = HeaderName::from_static("close");
 
 /// Always hop-by-hop, whether or not `Connection` names them.
-const FIXED: [HeaderName; 7] = [
+pub const FIXED: [HeaderName; 7] = [
     CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -24,8 +24,24 @@ const FIXED: [HeaderName; 7] = [
     UPGRADE,
 ];
 
-/// Removes hop-by-hop headers from a request or response header map.
-pub fn remove(headers: &mut HeaderMap) {
+/// What a response loses: the hop-by-hop set and `Proxy-Authenticate`, which addresses the
+/// gateway, not the caller.
+const RESPONSE_DROPPED: [HeaderName; 8] = [
+    CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+    PROXY_AUTHENTICATE,
+];
+
+/// Removes the headers that `Connection` names. Call it before `Connection` itself goes.
+pub fn remove_named_in_connection(headers: &mut HeaderMap) {
+    if !headers.contains_key(CONNECTION) {
+        return;
+    }
     // Header names are case-insensitive tokens; anything unparseable cannot name a header
     // we would forward, so it is skipped rather than trusted. The usual values, `keep-alive`
     // (in the fixed set) and `close`, are matched without parsing them into a `HeaderName`,
@@ -52,15 +68,18 @@ pub fn remove(headers: &mut HeaderMap) {
     if close {
         headers.remove(CLOSE);
     }
-    for name in FIXED {
-        headers.remove(name);
-    }
 }
 
-/// For responses also drop `Proxy-Authenticate`: it addresses the gateway, not the caller.
+/// Removes hop-by-hop headers from a request or response header map.
+pub fn remove(headers: &mut HeaderMap) {
+    remove_named_in_connection(headers);
+    super::remove_all(headers, &FIXED);
+}
+
+/// For responses also drop `Proxy-Authenticate`.
 pub fn remove_from_response(headers: &mut HeaderMap) {
-    remove(headers);
-    headers.remove(PROXY_AUTHENTICATE);
+    remove_named_in_connection(headers);
+    super::remove_all(headers, &RESPONSE_DROPPED);
 }
 
 #[cfg(test)]

@@ -208,9 +208,40 @@ const fn needs_escape(byte: u8) -> bool {
     byte < 0x20 || byte == b'"' || byte == b'\\'
 }
 
+/// Whether any byte of `text` needs escaping, eight bytes at a time.
+///
+/// Every access-log line runs about 25 strings through here, nearly all clean; the
+/// byte-by-byte test was 3 % of a request's instructions. The word test is the classic
+/// "has a byte below n" / "has a zero byte" bit trick (exact, not approximate: it is checked
+/// against [`needs_escape`] by a property test), written by hand because no crate in the
+/// tree offers it for this set of bytes.
+fn any_needs_escape(text: &str) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const fn has_zero_byte(word: u64) -> bool {
+        word.wrapping_sub(ONES) & !word & HIGHS != 0
+    }
+    let mut words = text.as_bytes().chunks_exact(8);
+    for chunk in &mut words {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(chunk);
+        let word = u64::from_ne_bytes(bytes);
+        // Below 0x20: subtracting 0x20 from a byte below it borrows into its high bit
+        // (bytes of 0x80 and above have their high bit set already and are masked by !word).
+        let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS != 0;
+        if control
+            || has_zero_byte(word ^ (ONES * u64::from(b'"')))
+            || has_zero_byte(word ^ (ONES * u64::from(b'\\')))
+        {
+            return true;
+        }
+    }
+    words.remainder().iter().copied().any(needs_escape)
+}
+
 /// The inside of a JSON string.
 fn push_escaped(line: &mut String, text: &str) {
-    if !text.bytes().any(needs_escape) {
+    if !any_needs_escape(text) {
         line.push_str(text);
         return;
     }
@@ -393,7 +424,27 @@ mod tests {
         assert!(!lines[0].contains("\"spans\""), "{}", lines[0]);
     }
 
+    #[test]
+    fn the_word_test_finds_a_bad_byte_anywhere() {
+        for bad in ['"', '\\', '\n', '\u{0}', '\u{1f}'] {
+            for at in 0..20 {
+                let mut chars: Vec<char> = "é-clean text, twenty".chars().collect();
+                assert!(!any_needs_escape(&chars.iter().collect::<String>()));
+                chars.insert(at, bad);
+                let text: String = chars.into_iter().collect();
+                assert!(any_needs_escape(&text), "{text:?}");
+            }
+        }
+    }
+
     proptest! {
+        #[test]
+        fn the_word_test_agrees_with_the_byte_test(
+            value in "[\\x00-\\x22\\x5b-\\x5d\\x7e-\\u{a0}a ]{0,40}|\\PC{0,40}"
+        ) {
+            prop_assert_eq!(any_needs_escape(&value), value.bytes().any(needs_escape));
+        }
+
         #[test]
         fn any_string_round_trips_through_serde_json(value in any::<String>()) {
             let literal = string_literal(&value);

@@ -13,7 +13,7 @@ use http::{Request, Response};
 use tower::{Layer, Service};
 
 use crate::error::{classify_attempt_error, BoxError};
-use crate::metrics::{metrics, OutcomeLabels};
+use crate::metrics::{self, OutcomeLabels};
 
 #[derive(Debug, Clone)]
 pub struct AttemptMetricsLayer {
@@ -84,13 +84,10 @@ where
             Ok(response) => status_class(response.status().as_u16()),
             Err(err) => classify_attempt_error(&**err).map_or("error", |f| f.as_str()),
         };
-        metrics()
-            .upstream_attempts
-            .get_or_create(&OutcomeLabels {
-                route: this.route.clone(),
-                outcome,
-            })
-            .inc();
+        metrics::count_upstream_attempt(OutcomeLabels {
+            route: this.route.clone(),
+            outcome,
+        });
         Poll::Ready(result)
     }
 }
