@@ -25,7 +25,6 @@ use std::time::SystemTime;
 
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{HeaderMap, Request, Response, StatusCode};
-use secrecy::ExposeSecret;
 use tower::{Service, ServiceExt};
 
 use crate::auth::dpop::{DpopError, DpopKey};
@@ -136,10 +135,10 @@ impl OAuthCredentials {
         let key = self.dpop.as_ref().ok_or_else(proof_failure)?;
         let nonce = self.nonces.get(origin);
         let proof = key
-            .proof(
+            .proof_with_ath(
                 request.method(),
                 request.uri(),
-                Some(token.secret().expose_secret()),
+                Some(token.ath()),
                 nonce.as_deref(),
                 SystemTime::now(),
             )

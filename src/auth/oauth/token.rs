@@ -5,6 +5,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use http::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -52,6 +54,10 @@ pub struct AccessToken {
     /// `Authorization` value, built once; marked sensitive so no layer records it.
     authorization: HeaderValue,
     fingerprint: Fingerprint,
+    /// The DPoP `ath` claim (RFC 9449 §4.2): base64url of the token's SHA-256, the same
+    /// digest as the fingerprint. Public by design (every proof carries it), computed once
+    /// per token rather than per request.
+    ath: String,
 }
 
 /// SHA-256 of a token's value: tells two tokens apart (one read from a shared store, one
@@ -107,6 +113,7 @@ impl AccessToken {
         let mut authorization = HeaderValue::try_from(text).map_err(|_| UnusableTokenText)?;
         authorization.set_sensitive(true);
         let fingerprint = Fingerprint::of(value.expose_secret());
+        let ath = URL_SAFE_NO_PAD.encode(fingerprint.0);
         Ok(AccessToken {
             value,
             kind,
@@ -114,6 +121,7 @@ impl AccessToken {
             expires_at,
             authorization,
             fingerprint,
+            ath,
         })
     }
 
@@ -121,13 +129,18 @@ impl AccessToken {
         self.kind
     }
 
-    /// The raw token, for the DPoP `ath` claim and the token store only.
+    /// The raw token, for the token store only.
     pub fn secret(&self) -> &SecretString {
         &self.value
     }
 
     pub fn fingerprint(&self) -> Fingerprint {
         self.fingerprint
+    }
+
+    /// The `ath` claim of this token's DPoP proofs.
+    pub fn ath(&self) -> &str {
+        &self.ath
     }
 
     pub fn authorization(&self) -> &HeaderValue {
@@ -223,6 +236,20 @@ mod tests {
         assert_eq!(t.authorization().to_str().unwrap(), "DPoP tok");
         assert!(t.authorization().is_sensitive());
         assert!(!format!("{t:?}").contains("tok\""));
+    }
+
+    #[test]
+    fn ath_is_the_base64url_sha256_of_the_token() {
+        let token = AccessToken::new(
+            SecretString::from("tok-1"),
+            TokenKind::Dpop,
+            SystemTime::now(),
+            SystemTime::now() + Duration::from_secs(60),
+        );
+        assert_eq!(
+            token.ok().map(|t| t.ath().to_owned()),
+            Some(crate::auth::dpop::access_token_hash("tok-1"))
+        );
     }
 
     #[test]
