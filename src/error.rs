@@ -197,6 +197,11 @@ pub fn classify_attempt_error(err: &(dyn StdError + 'static)) -> Option<AttemptF
     if find_cause::<AttemptTimedOut>(err).is_some() {
         return Some(AttemptFailure::Timeout);
     }
+    // The route pool's connect errors; hyper-util's client (the token client, the demo) marks
+    // its own with `is_connect`.
+    if find_cause::<crate::upstream::connect::ConnectError>(err).is_some() {
+        return Some(AttemptFailure::ConnectFailure);
+    }
     if let Some(client_err) = find_cause::<hyper_util::client::legacy::Error>(err) {
         if client_err.is_connect() {
             return Some(AttemptFailure::ConnectFailure);

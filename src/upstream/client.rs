@@ -1,5 +1,6 @@
 //! Sends one attempt to the upstream over a pooled, verified connection and hands back its
-//! answer with hop-by-hop headers removed and a stall guard on the body.
+//! answer with hop-by-hop headers removed and a stall guard on the body. Also the
+//! general-purpose HTTPS client (hyper-util's) that the token client and the demo use.
 //!
 //! Invariant: the request goes to the route's configured authority only, whatever the
 //! caller's `Host`; the answer's status, headers and bytes are Tango's own.
@@ -15,12 +16,14 @@ use http::{Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::Service;
 
 use rustls::ClientConfig;
 
+use super::connect::{alpn_protocols, Destination, TCP_KEEPALIVE};
+use super::pool::{Pool, PoolSettings, ResponseFuture, POOL_IDLE_TIMEOUT};
 use super::stall::StallGuard;
 use super::tls::{client_config, TlsSetupError};
 use crate::body::{Payload, ResponseBody};
@@ -29,11 +32,6 @@ use crate::context::RequestContext;
 use crate::error::{BoxError, ErrorCode, GatewayError};
 use crate::headers::hop_by_hop;
 use crate::inbound::workers::PerWorker;
-
-/// Idle pooled connections are closed after this long (below typical ALB idle timeouts of
-/// 60 s, so the gateway, not the ALB, closes them and no request races a closing socket).
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
-const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 
 pub type HttpsClient = Client<HttpsConnector<HttpConnector>, Payload>;
 
@@ -46,19 +44,26 @@ pub fn build_client(upstream: &UpstreamConfig) -> Result<HttpsClient, TlsSetupEr
     )
 }
 
-/// One client (and connection pool) per serving worker, sharing one TLS configuration and
-/// its session cache: see [`PerWorker`].
+/// One connection pool per serving worker for a route's upstream, sharing one TLS
+/// configuration and its session cache: see [`PerWorker`].
 pub fn build_worker_clients(
     upstream: &UpstreamConfig,
     workers: usize,
-) -> Result<PerWorker<HttpsClient>, TlsSetupError> {
-    let tls = client_config(&upstream.tls)?;
-    PerWorker::try_new(workers, || {
-        Ok(https_client(
-            tls.clone(),
-            upstream.connect_timeout,
-            upstream.allow_insecure_upstream,
+) -> Result<PerWorker<Arc<Pool>>, TlsSetupError> {
+    let mut tls = client_config(&upstream.tls)?;
+    tls.alpn_protocols = alpn_protocols();
+    let destination = Destination::new(upstream, Arc::new(tls)).ok_or_else(|| {
+        // Unreachable in practice: the URL was validated at load.
+        TlsSetupError::Settings(rustls::Error::General(
+            "the upstream URL has no scheme or host".into(),
         ))
+    })?;
+    let destination = Arc::new(destination);
+    PerWorker::try_new(workers, || {
+        Ok(Arc::new(Pool::new(
+            destination.clone(),
+            PoolSettings::default(),
+        )))
     })
 }
 
@@ -160,14 +165,14 @@ impl Target {
 /// is already absolute ([`Target::retarget`]).
 #[derive(Clone)]
 pub struct Upstream {
-    clients: PerWorker<HttpsClient>,
+    pools: PerWorker<Arc<Pool>>,
     body_timeout: Duration,
 }
 
 impl Upstream {
-    pub fn new(clients: PerWorker<HttpsClient>, body_timeout: Duration) -> Self {
+    pub fn new(pools: PerWorker<Arc<Pool>>, body_timeout: Duration) -> Self {
         Upstream {
-            clients,
+            pools,
             body_timeout,
         }
     }
@@ -183,13 +188,13 @@ impl Service<Request<Payload>> for Upstream {
     }
 
     fn call(&mut self, mut request: Request<Payload>) -> Self::Future {
-        // The client picks HTTP/1.1 or h2 per connection (ALPN); an inbound h2 request must
+        // The pool picks HTTP/1.1 or h2 per connection (ALPN); an inbound h2 request must
         // not force h2 on an HTTP/1.1 upstream.
         *request.version_mut() = Version::HTTP_11;
         let context = RequestContext::get(&request).cloned();
         // The serving worker's own pool: its connections' tasks run on this thread.
         UpstreamFuture {
-            sent: self.clients.get().request(request),
+            sent: self.pools.get().send(request),
             context,
             body_timeout: self.body_timeout,
         }
@@ -198,9 +203,8 @@ impl Service<Request<Payload>> for Upstream {
 
 pin_project_lite::pin_project! {
     /// The upstream's answer, as the caller will get it (a named future: no allocation per
-    /// attempt beyond the client's own).
+    /// attempt beyond the pool's one boxed exchange).
     pub struct UpstreamFuture {
-        #[pin]
         sent: ResponseFuture,
         context: Option<Arc<RequestContext>>,
         body_timeout: Duration,
@@ -212,7 +216,7 @@ impl Future for UpstreamFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let response = ready!(this.sent.poll(cx))?;
+        let response = ready!(this.sent.as_mut().poll(cx))?;
         if let Some(context) = this.context.take() {
             context.set_upstream_status(response.status());
         }

@@ -1,6 +1,8 @@
 //! The upstream side: verified TLS (with mTLS), pooled connections, per-attempt timeout.
 pub mod attempt_metrics;
 pub mod client;
+pub mod connect;
+pub mod pool;
 pub mod stall;
 pub mod timeout;
 pub mod tls;

@@ -1,0 +1,246 @@
+//! Opens one connection to a route's upstream: DNS, TCP, verified TLS, then the HTTP
+//! handshake of the protocol ALPN picked (h2 or HTTP/1.1).
+//!
+//! Invariant: the peer is always verified against the route's trust anchors for the URL's
+//! host; plain `http` only when the upstream says `allow_insecure_upstream`; anything that
+//! fails before a request could have been written is a [`ConnectError`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{HeaderValue, Uri};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+
+use crate::body::Payload;
+use crate::config::UpstreamConfig;
+use crate::error::BoxError;
+
+/// Probes a silent peer after this long without traffic (as the legacy connector did).
+pub const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
+
+const ALPN_H2: &[u8] = b"h2";
+const ALPN_HTTP11: &[u8] = b"http/1.1";
+
+/// A failure before the request could have reached the upstream: safe to retry whatever
+/// the method. TLS failures are told apart by their cause (a `rustls::Error` inside the
+/// `io::Error`), which is why the cause is kept as `source()`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("plain http to the upstream is not allowed (allow_insecure_upstream is off)")]
+    InsecureRefused,
+    #[error("the upstream host is not a valid TLS server name")]
+    InvalidServerName,
+    #[error("the upstream host did not resolve")]
+    Resolve(#[source] io::Error),
+    #[error("the upstream host resolved to no address")]
+    NoAddress,
+    #[error("could not connect to the upstream")]
+    Tcp(#[source] io::Error),
+    #[error("connecting to the upstream timed out")]
+    Timeout,
+    #[error("the TLS handshake with the upstream failed")]
+    TlsHandshake(#[source] io::Error),
+}
+
+/// How the bytes travel: verified TLS, plain TCP (allowed by configuration) or not at all.
+enum Transport {
+    Tls {
+        connector: TlsConnector,
+        /// `None` when the host is not a valid name: every connect fails, as it did before.
+        server_name: Option<ServerName<'static>>,
+    },
+    Plain,
+    /// Plain `http` without `allow_insecure_upstream` (refused at load; kept as a guard).
+    Refused,
+}
+
+/// One upstream's fixed facts, shared by every worker's pool.
+pub struct Destination {
+    /// DNS name or IP literal (IPv6 without brackets).
+    host: Box<str>,
+    port: u16,
+    transport: Transport,
+    connect_timeout: Duration,
+    scheme: Scheme,
+    authority: Authority,
+    /// `Host` for HTTP/1.1: the URL's host, with its port unless it is the scheme's default
+    /// (what the previous client sent).
+    host_header: HeaderValue,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+/// A connection ready for its first request, with its task running on this runtime.
+pub enum Connection {
+    Http1(http1::SendRequest<Payload>),
+    Http2(http2::SendRequest<Payload>),
+}
+
+impl Destination {
+    /// `tls` is the upstream's client configuration with its ALPN list (shared by every
+    /// worker, so its session cache is too). `None` when the URL has no scheme or host,
+    /// which validation at load already refuses.
+    pub fn new(upstream: &UpstreamConfig, tls: Arc<ClientConfig>) -> Option<Self> {
+        let url = &upstream.url;
+        let scheme = url.scheme()?.clone();
+        let authority = url.authority()?.clone();
+        let secure = scheme == Scheme::HTTPS;
+        let default_port = if secure { 443 } else { 80 };
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let transport = if secure {
+            Transport::Tls {
+                connector: TlsConnector::from(tls),
+                server_name: ServerName::try_from(host.to_owned()).ok(),
+            }
+        } else if scheme == Scheme::HTTP && upstream.allow_insecure_upstream {
+            Transport::Plain
+        } else {
+            Transport::Refused
+        };
+        let host_header = match authority.port_u16() {
+            Some(port) if port != default_port => format!("{}:{port}", authority.host()),
+            _ => authority.host().to_owned(),
+        };
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new());
+        Some(Destination {
+            host: host.into(),
+            port: authority.port_u16().unwrap_or(default_port),
+            transport,
+            connect_timeout: upstream.connect_timeout,
+            host_header: HeaderValue::from_str(&host_header).ok()?,
+            scheme,
+            authority,
+            h2,
+        })
+    }
+
+    pub fn host_header(&self) -> &HeaderValue {
+        &self.host_header
+    }
+
+    /// `path_and_query` on this upstream, absolute (what h2 needs for `:scheme` and
+    /// `:authority`).
+    pub fn absolute(&self, origin: &Uri) -> Option<Uri> {
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(origin.path_and_query()?.clone())
+            .build()
+            .ok()
+    }
+
+    /// A new connection, its task spawned on the current runtime. Errors are a
+    /// [`ConnectError`], or the `hyper::Error` of a failed HTTP handshake (which, as with the
+    /// previous client, is not a connect failure: h2 has already written to the peer).
+    pub async fn connect(&self) -> Result<Connection, BoxError> {
+        match &self.transport {
+            Transport::Refused => Err(ConnectError::InsecureRefused.into()),
+            Transport::Plain => {
+                let tcp = self.tcp().await?;
+                start_http1(tcp).await
+            }
+            Transport::Tls {
+                connector,
+                server_name,
+            } => {
+                let name = server_name.clone().ok_or(ConnectError::InvalidServerName)?;
+                let tcp = self.tcp().await?;
+                let tls = connector
+                    .connect(name, tcp)
+                    .await
+                    .map_err(ConnectError::TlsHandshake)?;
+                if tls.get_ref().1.alpn_protocol() == Some(ALPN_H2) {
+                    start_http2(&self.h2, tls).await
+                } else {
+                    start_http1(tls).await
+                }
+            }
+        }
+    }
+
+    /// Resolves and connects, trying the addresses in order; resolution and all attempts
+    /// together take at most `connect_timeout`, shared out evenly among the addresses left,
+    /// so one black-holed address does not use up the whole budget.
+    async fn tcp(&self) -> Result<TcpStream, ConnectError> {
+        let deadline = Instant::now() + self.connect_timeout;
+        let resolved =
+            tokio::time::timeout_at(deadline, tokio::net::lookup_host((&*self.host, self.port)))
+                .await
+                .map_err(|_| ConnectError::Timeout)?
+                .map_err(ConnectError::Resolve)?;
+        let addresses: Vec<SocketAddr> = resolved.collect();
+        let mut last = ConnectError::NoAddress;
+        for (index, address) in addresses.iter().enumerate() {
+            let left = (addresses.len() - index) as u32;
+            let share = deadline.saturating_duration_since(Instant::now()) / left;
+            last = match tokio::time::timeout(share, TcpStream::connect(address)).await {
+                Ok(Ok(stream)) => return Ok(configure(stream)),
+                Ok(Err(err)) => ConnectError::Tcp(err),
+                Err(_) => ConnectError::Timeout,
+            };
+        }
+        Err(last)
+    }
+}
+
+async fn start_http1<T>(io: T) -> Result<Connection, BoxError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, connection) = http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!(error = %err, "upstream connection ended with an error");
+        }
+    });
+    Ok(Connection::Http1(send))
+}
+
+async fn start_http2<T>(
+    builder: &http2::Builder<TokioExecutor>,
+    io: T,
+) -> Result<Connection, BoxError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut send, connection) = builder.handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!(error = %err, "upstream h2 connection ended with an error");
+        }
+    });
+    // A connection closed during the handshake is reported now, not on the first request.
+    send.ready().await?;
+    Ok(Connection::Http2(send))
+}
+
+/// Nodelay (requests are small and latency-bound) and keep-alive probes; a socket that
+/// refuses either still works, so failures are only logged.
+fn configure(stream: TcpStream) -> TcpStream {
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::debug!(error = %err, "could not set TCP_NODELAY on an upstream connection");
+    }
+    let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
+    if let Err(err) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(error = %err, "could not set TCP keep-alive on an upstream connection");
+    }
+    stream
+}
+
+/// The ALPN list offered to upstreams: h2 first, HTTP/1.1 as the fall-back.
+pub fn alpn_protocols() -> Vec<Vec<u8>> {
+    vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()]
+}

@@ -1,0 +1,429 @@
+//! One worker's connections to one upstream: idle HTTP/1.1 connections (most recently used
+//! first) and at most one shared h2 connection.
+//!
+//! Why not hyper-util's pooled client: each route talks to exactly one authority, so its
+//! per-request map lookups keyed by (scheme, authority), its checkout/put machinery and the
+//! connection-info extension it inserts in every response were pure cost (about 10k
+//! instructions of ~88k per proxied request), and its idle list had no cap.
+//!
+//! Invariants: a connection is used by the worker whose runtime runs its task; an idle
+//! connection older than the idle timeout is never used; at most `max_idle` idle HTTP/1.1
+//! connections are kept; a request an idle connection never took (it closed while idle) is
+//! sent again, once, on a new connection, so a stale keep-alive connection never becomes
+//! a 502.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::HOST;
+use http::{Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+
+use super::connect::{Connection, Destination};
+use crate::body::Payload;
+use crate::error::BoxError;
+
+/// Idle connections are closed after this long (below typical ALB idle timeouts of 60 s, so
+/// the gateway, not the ALB, closes them and no request races a closing socket).
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+
+/// Idle HTTP/1.1 connections kept per worker and upstream. Under overload every request in
+/// flight holds a connection; when the burst passes, all of them would turn idle and keep
+/// their TLS buffers (tens of kB each) for the idle timeout. 256 covers the concurrency a
+/// worker sustains (bench: 256 client connections in total) and bounds peak RSS.
+pub const MAX_IDLE_PER_WORKER: usize = 256;
+
+/// How often the sweep looks for expired or closed idle connections, as a fraction of the
+/// idle timeout: a connection is closed at most a tenth of the timeout late.
+const SWEEPS_PER_IDLE_TIMEOUT: u32 = 10;
+
+/// The answer of one exchange, or why there was none.
+pub type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<PooledBody>, BoxError>> + Send>>;
+
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    pub idle_timeout: Duration,
+    pub max_idle: usize,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            idle_timeout: POOL_IDLE_TIMEOUT,
+            max_idle: MAX_IDLE_PER_WORKER,
+        }
+    }
+}
+
+/// One worker's connections to one upstream.
+///
+/// A `std::sync::Mutex` guards the idle list although only this pool's worker touches it:
+/// the route's services must be `Send + Sync` (they sit in `BoxCloneSyncService`s), which
+/// rules out a `RefCell`, and an uncontended lock is one atomic exchange to take and one to
+/// release, held for a few instructions and never across an await.
+pub struct Pool {
+    destination: Arc<Destination>,
+    settings: PoolSettings,
+    idle: Mutex<Idle>,
+    /// Requests sent again after an idle connection gave them back (diagnostics; touched
+    /// on that rare path only).
+    stale_resends: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Idle {
+    /// Oldest at the front, most recently used at the back: checkout takes from the back, so
+    /// under light load the same few connections serve and the rest expire.
+    http1: VecDeque<IdleHttp1>,
+    /// An h2 connection carries any number of requests at once: one is shared.
+    http2: Option<SharedHttp2>,
+    /// The periodic sweep was started (on the runtime of the first connection).
+    sweeping: bool,
+}
+
+struct IdleHttp1 {
+    send: http1::SendRequest<Payload>,
+    since: Instant,
+}
+
+struct SharedHttp2 {
+    send: http2::SendRequest<Payload>,
+    last_used: Instant,
+}
+
+/// A request that could not be sent, with the request itself when it never left (the
+/// connection closed before taking it).
+struct Unsent {
+    error: BoxError,
+    request: Option<Request<Payload>>,
+}
+
+impl Pool {
+    pub fn new(destination: Arc<Destination>, settings: PoolSettings) -> Self {
+        Pool {
+            destination,
+            settings,
+            idle: Mutex::new(Idle::default()),
+            stale_resends: AtomicUsize::new(0),
+        }
+    }
+
+    /// Sends `request` (absolute URI) on an idle connection, or on a new one.
+    pub fn send(self: &Arc<Self>, request: Request<Payload>) -> ResponseFuture {
+        Box::pin(self.clone().exchange(request))
+    }
+
+    async fn exchange(
+        self: Arc<Self>,
+        request: Request<Payload>,
+    ) -> Result<Response<PooledBody>, BoxError> {
+        let (connection, reused) = match self.checkout() {
+            Some(connection) => (connection, true),
+            None => (self.connect().await?, false),
+        };
+        match self.try_send(connection, request).await {
+            Ok(response) => Ok(response),
+            // The idle connection closed before it took the request (the upstream ended it
+            // while we were not looking): nothing was sent, so send it on a new one, once,
+            // as hyper-util's `retry_canceled_requests` did.
+            Err(Unsent {
+                request: Some(request),
+                error,
+            }) if reused => {
+                tracing::debug!(error = %error, "idle upstream connection was closed; reconnecting");
+                self.stale_resends.fetch_add(1, Ordering::Relaxed);
+                let connection = self.connect().await?;
+                self.try_send(connection, request)
+                    .await
+                    .map_err(|unsent| unsent.error)
+            }
+            Err(unsent) => Err(unsent.error),
+        }
+    }
+
+    async fn try_send(
+        self: &Arc<Self>,
+        connection: Connection,
+        mut request: Request<Payload>,
+    ) -> Result<Response<PooledBody>, Unsent> {
+        match connection {
+            Connection::Http1(mut send) => {
+                self.for_http1(&mut request);
+                match send.try_send_request(request).await {
+                    Ok(response) => Ok(self.lease(send, response)),
+                    Err(mut err) => Err(Unsent {
+                        request: err.take_message(),
+                        error: err.into_error().into(),
+                    }),
+                }
+            }
+            Connection::Http2(mut send) => {
+                self.for_http2(&mut request);
+                match send.try_send_request(request).await {
+                    Ok(response) => Ok(response.map(|body| PooledBody::new(body, None))),
+                    Err(mut err) => Err(Unsent {
+                        request: err.take_message(),
+                        error: err.into_error().into(),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// HTTP/1.1 wants the origin-form target on the wire and the upstream's `Host` (the
+    /// caller's was removed by hygiene: the upstream's authority is used, §4).
+    fn for_http1(&self, request: &mut Request<Payload>) {
+        if request.uri().scheme().is_some() {
+            let parts = std::mem::take(request.uri_mut()).into_parts();
+            *request.uri_mut() = parts.path_and_query.map_or_else(Uri::default, Uri::from);
+        }
+        request
+            .headers_mut()
+            .insert(HOST, self.destination.host_header().clone());
+    }
+
+    /// h2 takes `:scheme` and `:authority` from an absolute URI, which the request has
+    /// unless an HTTP/1.1 attempt made it origin-form (a reconnect that negotiated h2).
+    fn for_http2(&self, request: &mut Request<Payload>) {
+        if request.uri().scheme().is_none() {
+            if let Some(absolute) = self.destination.absolute(request.uri()) {
+                *request.uri_mut() = absolute;
+            }
+            request.headers_mut().remove(HOST);
+        }
+    }
+
+    /// The response, with its connection handed back to the pool when its body ends.
+    fn lease(
+        self: &Arc<Self>,
+        send: http1::SendRequest<Payload>,
+        response: Response<Incoming>,
+    ) -> Response<PooledBody> {
+        let lease = Lease {
+            pool: self.clone(),
+            send,
+        };
+        response.map(|body| {
+            if body.is_end_stream() {
+                lease.release();
+                PooledBody::new(body, None)
+            } else {
+                PooledBody::new(body, Some(lease))
+            }
+        })
+    }
+
+    async fn connect(self: &Arc<Self>) -> Result<Connection, BoxError> {
+        let connection = self.destination.connect().await?;
+        self.start_sweep();
+        if let Connection::Http2(send) = &connection {
+            let mut idle = self.lock();
+            // Keep the connection already shared if it still works: concurrent first
+            // requests each connect, and the extra connections end with their request.
+            if !idle.http2.as_ref().is_some_and(|h2| h2.send.is_ready()) {
+                idle.http2 = Some(SharedHttp2 {
+                    send: send.clone(),
+                    last_used: Instant::now(),
+                });
+            }
+        }
+        Ok(connection)
+    }
+
+    /// A usable idle connection: the shared h2 one, else the most recently used HTTP/1.1 one.
+    /// Closed ones are dropped on the way; an expired one means all older ones are too.
+    fn checkout(&self) -> Option<Connection> {
+        let now = Instant::now();
+        let timeout = self.settings.idle_timeout;
+        let mut idle = self.lock();
+        if let Some(h2) = idle.http2.as_mut() {
+            if h2.send.is_ready() && now.saturating_duration_since(h2.last_used) < timeout {
+                h2.last_used = now;
+                return Some(Connection::Http2(h2.send.clone()));
+            }
+            idle.http2 = None;
+        }
+        while let Some(entry) = idle.http1.pop_back() {
+            if now.saturating_duration_since(entry.since) >= timeout {
+                idle.http1.clear();
+                return None;
+            }
+            if entry.send.is_ready() {
+                return Some(Connection::Http1(entry.send));
+            }
+        }
+        None
+    }
+
+    /// Takes back an HTTP/1.1 connection that is ready for its next request.
+    fn put(&self, send: http1::SendRequest<Payload>) {
+        if self.settings.max_idle == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let timeout = self.settings.idle_timeout;
+        let mut idle = self.lock();
+        // The oldest are at the front: close the expired ones now, not at the next sweep.
+        while idle
+            .http1
+            .front()
+            .is_some_and(|entry| now.saturating_duration_since(entry.since) >= timeout)
+        {
+            idle.http1.pop_front();
+        }
+        if idle.http1.len() >= self.settings.max_idle {
+            idle.http1.pop_front();
+        }
+        idle.http1.push_back(IdleHttp1 { send, since: now });
+    }
+
+    /// Closes expired and closed idle connections, so that a quiet worker does not keep
+    /// sockets open until the upstream closes them.
+    fn sweep(&self) {
+        let now = Instant::now();
+        let timeout = self.settings.idle_timeout;
+        let mut idle = self.lock();
+        idle.http1.retain(|entry| {
+            !entry.send.is_closed() && now.saturating_duration_since(entry.since) < timeout
+        });
+        if idle.http2.as_ref().is_some_and(|h2| {
+            h2.send.is_closed() || now.saturating_duration_since(h2.last_used) >= timeout
+        }) {
+            idle.http2 = None;
+        }
+    }
+
+    /// Starts the periodic sweep once, on the runtime that runs this pool's connections.
+    /// It holds the pool weakly and ends with it (a reload drops the old routes).
+    fn start_sweep(self: &Arc<Self>) {
+        {
+            let mut idle = self.lock();
+            if idle.sweeping {
+                return;
+            }
+            idle.sweeping = true;
+        }
+        let pool: Weak<Pool> = Arc::downgrade(self);
+        let period = self.settings.idle_timeout / SWEEPS_PER_IDLE_TIMEOUT;
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period.max(Duration::from_millis(1)));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                match pool.upgrade() {
+                    Some(pool) => pool.sweep(),
+                    None => break,
+                }
+            }
+        });
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Idle> {
+        // The lock is never held across a panic-prone call; a poisoned list is still valid.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Idle HTTP/1.1 connections now kept (tests and diagnostics).
+    pub fn idle_http1(&self) -> usize {
+        self.lock().http1.len()
+    }
+
+    /// Requests sent again because the idle connection they were given had closed.
+    pub fn stale_resends(&self) -> usize {
+        self.stale_resends.load(Ordering::Relaxed)
+    }
+}
+
+/// An HTTP/1.1 connection lent to one response until its body ends.
+struct Lease {
+    pool: Arc<Pool>,
+    send: http1::SendRequest<Payload>,
+}
+
+impl Lease {
+    /// The response is complete: the connection goes back once hyper's connection task has
+    /// seen the end, which has usually happened by the time the body reports it (the task
+    /// ran first). If not, a small task waits for it, on this worker's runtime.
+    fn release(self) {
+        if self.send.is_ready() {
+            self.pool.put(self.send);
+            return;
+        }
+        if self.send.is_closed() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Lease { pool, mut send } = self;
+        runtime.spawn(async move {
+            if send.ready().await.is_ok() {
+                pool.put(send);
+            }
+        });
+    }
+}
+
+/// An upstream response body. Over HTTP/1.1 it holds the connection's [`Lease`]: at the
+/// body's end the connection returns to the pool; a body dropped before its end (caller
+/// gone, stall guard) drops the lease, and hyper closes a connection whose response was
+/// not read to the end.
+pub struct PooledBody {
+    inner: Incoming,
+    lease: Option<Lease>,
+}
+
+impl PooledBody {
+    fn new(inner: Incoming, lease: Option<Lease>) -> Self {
+        PooledBody { inner, lease }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        let ended = match &frame {
+            None => true,
+            // A body of known length ends with its last frame: the server writing the
+            // caller's answer may never poll again.
+            Some(Ok(_)) => self.inner.is_end_stream(),
+            Some(Err(_)) => {
+                self.lease = None;
+                false
+            }
+        };
+        if ended {
+            if let Some(lease) = self.lease.take() {
+                lease.release();
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+#[path = "pool_tests.rs"]
+mod tests;

@@ -1,0 +1,555 @@
+//! The pool against real local servers (rustls + hyper, certificates made per test): reuse,
+//! stale connections, the idle cap and expiry, aborted bodies, and how failures classify.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex as StdMutex;
+use std::time::Duration;
+
+use http::{StatusCode, Version};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_rustls::TlsAcceptor;
+
+use super::*;
+use crate::config::{TlsConfig, UpstreamConfig};
+use crate::error::{classify_attempt_error, AttemptFailure};
+use crate::pki::Ca;
+use crate::upstream::connect::{alpn_protocols, ConnectError};
+use crate::upstream::tls::client_config;
+
+const H1: &[u8] = b"http/1.1";
+const H2: &[u8] = b"h2";
+
+/// What a test server saw of one request.
+#[derive(Debug, Clone)]
+struct Seen {
+    version: Version,
+    uri: String,
+    host: Option<String>,
+}
+
+#[derive(Clone)]
+struct ServerOptions {
+    /// `None`: plain TCP; otherwise TLS offering these ALPN protocols.
+    alpn: Option<Vec<&'static [u8]>>,
+    /// Each connection is dropped this long after it was accepted, whatever it is doing.
+    drop_after: Option<Duration>,
+    /// Each answer waits this long before its head is sent.
+    delay: Duration,
+    /// The names the server certificate is valid for.
+    names: &'static [&'static str],
+}
+
+impl ServerOptions {
+    fn tls(alpn: &[&'static [u8]]) -> Self {
+        ServerOptions {
+            alpn: Some(alpn.to_vec()),
+            drop_after: None,
+            delay: Duration::ZERO,
+            names: &["localhost", "127.0.0.1"],
+        }
+    }
+}
+
+/// A server on its own thread and runtime, so a test can block its own runtime while the
+/// server goes on. Stops when dropped.
+struct TestServer {
+    addr: SocketAddr,
+    ca: Ca,
+    accepted: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
+    seen: Arc<StdMutex<Vec<Seen>>>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl TestServer {
+    fn start(options: ServerOptions) -> TestServer {
+        let ca = Ca::new("pool test CA").unwrap();
+        let server = ca.issue_server(options.names).unwrap();
+        let acceptor = options.alpn.clone().map(|alpn| {
+            let mut config = ServerConfig::builder_with_provider(crate::upstream::tls::provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![server.cert_der.clone()], server.key_der())
+                .unwrap();
+            config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            TlsAcceptor::from(Arc::new(config))
+        });
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(StdMutex::new(Vec::new()));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let counters = (accepted.clone(), closed.clone(), seen.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = TcpListener::from_std(listener).unwrap();
+                tokio::select! {
+                    _ = stopped => {}
+                    _ = accept_loop(listener, acceptor, options, counters) => {}
+                }
+            });
+        });
+        TestServer {
+            addr,
+            ca,
+            accepted,
+            closed,
+            seen,
+            _stop: stop,
+        }
+    }
+
+    fn url(&self, host: &str) -> String {
+        let scheme = if host == "plain" { "http" } else { "https" };
+        let host = if host == "plain" { "localhost" } else { host };
+        format!("{scheme}://{host}:{}", self.addr.port())
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    fn closed(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+type Counters = (Arc<AtomicUsize>, Arc<AtomicUsize>, Arc<StdMutex<Vec<Seen>>>);
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: Option<TlsAcceptor>,
+    options: ServerOptions,
+    (accepted, closed, seen): Counters,
+) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        accepted.fetch_add(1, Ordering::SeqCst);
+        let (acceptor, options, closed, seen) = (
+            acceptor.clone(),
+            options.clone(),
+            closed.clone(),
+            seen.clone(),
+        );
+        tokio::spawn(async move {
+            let serve = async {
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let seen = seen.clone();
+                    let delay = options.delay;
+                    async move {
+                        seen.lock().unwrap().push(Seen {
+                            version: request.version(),
+                            uri: request.uri().to_string(),
+                            host: request
+                                .headers()
+                                .get(HOST)
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned),
+                        });
+                        tokio::time::sleep(delay).await;
+                        // `/big`: more than any socket buffer, so a reader can stop midway.
+                        let body = if request.uri().path() == "/big" {
+                            Bytes::from(vec![b'x'; 4 << 20])
+                        } else {
+                            Bytes::from_static(b"ok")
+                        };
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(body)))
+                    }
+                });
+                let builder = auto::Builder::new(TokioExecutor::new());
+                match acceptor {
+                    Some(acceptor) => {
+                        if let Ok(tls) = acceptor.accept(tcp).await {
+                            let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+                        }
+                    }
+                    None => {
+                        let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+                    }
+                }
+            };
+            match options.drop_after {
+                Some(after) => {
+                    let _ = tokio::time::timeout(after, serve).await;
+                }
+                None => serve.await,
+            }
+            closed.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+}
+
+fn upstream(url: &str, ca: &Ca, allow_insecure: bool) -> UpstreamConfig {
+    UpstreamConfig {
+        url: url.parse().unwrap(),
+        timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(2),
+        body_timeout: Duration::from_secs(5),
+        deadline: None,
+        allow_insecure_upstream: allow_insecure,
+        tls: TlsConfig {
+            extra_roots: vec![ca.cert().cert_der.clone()],
+            ..TlsConfig::default()
+        },
+    }
+}
+
+fn pool_for(config: &UpstreamConfig, settings: PoolSettings) -> Arc<Pool> {
+    let mut tls = client_config(&config.tls).unwrap();
+    tls.alpn_protocols = alpn_protocols();
+    let destination = Destination::new(config, Arc::new(tls)).unwrap();
+    Arc::new(Pool::new(Arc::new(destination), settings))
+}
+
+fn pool(server: &TestServer, settings: PoolSettings) -> Arc<Pool> {
+    pool_for(
+        &upstream(&server.url("localhost"), &server.ca, false),
+        settings,
+    )
+}
+
+fn get(url: &str, path: &str) -> Request<Payload> {
+    let mut request = Request::get(format!("{url}{path}"))
+        .body(Payload::Empty)
+        .unwrap();
+    // What `Upstream` sends, whatever the caller's version.
+    *request.version_mut() = Version::HTTP_11;
+    request
+}
+
+/// Sends a GET and reads the whole answer.
+async fn fetch(pool: &Arc<Pool>, url: &str, path: &str) -> Result<(StatusCode, Bytes), BoxError> {
+    let response = pool.send(get(url, path)).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
+async fn settle() {
+    // Lets the connection tasks see what just happened (end of a body, a closed socket).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+#[tokio::test]
+async fn a_second_request_reuses_the_http1_connection() {
+    let server = TestServer::start(ServerOptions::tls(&[H1]));
+    let url = server.url("localhost");
+    let pool = pool(&server, PoolSettings::default());
+    for _ in 0..3 {
+        let (status, body) = fetch(&pool, &url, "/a?b=1").await.unwrap();
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"ok"[..]));
+    }
+    assert_eq!(server.accepted(), 1);
+    assert_eq!(pool.idle_http1(), 1);
+}
+
+#[tokio::test]
+async fn http1_sends_the_origin_form_and_the_upstream_host() {
+    let server = TestServer::start(ServerOptions::tls(&[H1]));
+    let url = server.url("localhost");
+    let pool = pool(&server, PoolSettings::default());
+    fetch(&pool, &url, "/raas/v2/catalogs?verbose=true")
+        .await
+        .unwrap();
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].version, Version::HTTP_11);
+    assert_eq!(seen[0].uri, "/raas/v2/catalogs?verbose=true");
+    let expected_host = format!("localhost:{}", server.addr.port());
+    assert_eq!(seen[0].host.as_deref(), Some(expected_host.as_str()));
+}
+
+#[tokio::test]
+async fn an_ip_literal_upstream_is_verified_against_its_ip() {
+    let server = TestServer::start(ServerOptions::tls(&[H1]));
+    let url = server.url("127.0.0.1");
+    let pool = pool_for(&upstream(&url, &server.ca, false), PoolSettings::default());
+    let (status, _) = fetch(&pool, &url, "/").await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let expected_host = format!("127.0.0.1:{}", server.addr.port());
+    assert_eq!(
+        server.seen()[0].host.as_deref(),
+        Some(expected_host.as_str())
+    );
+}
+
+#[tokio::test]
+async fn h2_requests_share_one_connection() {
+    let server = TestServer::start(ServerOptions::tls(&[H2, H1]));
+    let url = server.url("localhost");
+    let pool = pool(&server, PoolSettings::default());
+    let answers = futures_util::future::join_all((0..4).map(|_| fetch(&pool, &url, "/x"))).await;
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    for _ in 0..3 {
+        fetch(&pool, &url, "/y?z").await.unwrap();
+    }
+    // The concurrent first requests may each connect; after that, one shared connection.
+    let after_burst = server.accepted();
+    assert!((1..=4).contains(&after_burst));
+    fetch(&pool, &url, "/y").await.unwrap();
+    assert_eq!(server.accepted(), after_burst);
+    let seen = server.seen();
+    assert!(seen.iter().all(|s| s.version == Version::HTTP_2));
+    let expected = format!("https://localhost:{}/y?z", server.addr.port());
+    assert!(seen.iter().any(|s| s.uri == expected), "{seen:?}");
+    assert_eq!(pool.idle_http1(), 0);
+}
+
+#[tokio::test]
+async fn plain_http_is_used_only_when_allowed() {
+    let server = TestServer::start(ServerOptions {
+        alpn: None,
+        ..ServerOptions::tls(&[])
+    });
+    let url = server.url("plain");
+    let allowed = pool_for(&upstream(&url, &server.ca, true), PoolSettings::default());
+    let (status, _) = fetch(&allowed, &url, "/").await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+
+    let refused = pool_for(&upstream(&url, &server.ca, false), PoolSettings::default());
+    let err = fetch(&refused, &url, "/").await.unwrap_err();
+    assert_eq!(
+        classify_attempt_error(&*err),
+        Some(AttemptFailure::ConnectFailure)
+    );
+    assert_eq!(server.accepted(), 1, "the refused pool never connected");
+}
+
+#[tokio::test]
+async fn a_connection_the_upstream_closed_while_idle_is_replaced() {
+    let server = TestServer::start(ServerOptions {
+        drop_after: Some(Duration::from_millis(200)),
+        ..ServerOptions::tls(&[H1])
+    });
+    let url = server.url("localhost");
+    let pool = pool(&server, PoolSettings::default());
+    fetch(&pool, &url, "/").await.unwrap();
+    // The server closes the idle connection and our side notices.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(server.closed(), 1);
+    let (status, _) = fetch(&pool, &url, "/").await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(server.accepted(), 2);
+}
+
+#[tokio::test]
+async fn a_request_an_idle_connection_never_took_is_sent_on_a_new_one() {
+    let server = TestServer::start(ServerOptions {
+        drop_after: Some(Duration::from_millis(200)),
+        ..ServerOptions::tls(&[H1])
+    });
+    let url = server.url("localhost");
+    let pool = pool(&server, PoolSettings::default());
+    fetch(&pool, &url, "/").await.unwrap();
+    settle().await;
+    assert_eq!(pool.idle_http1(), 1);
+    // Blocks this runtime while the server closes the connection; then one yield lets the
+    // runtime poll its I/O driver, which wakes the connection task, but this (block_on)
+    // future runs first: the idle connection still looks ready at checkout and is handed a
+    // request that its task, running next, finds it cannot send and gives back.
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(server.closed(), 1);
+    tokio::task::yield_now().await;
+    let (status, body) = fetch(&pool, &url, "/again").await.unwrap();
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"ok"[..]));
+    assert_eq!(
+        pool.stale_resends(),
+        1,
+        "the given-back request was sent again"
+    );
+    assert_eq!(server.accepted(), 2);
+    assert_eq!(server.seen().len(), 2);
+}
+
+#[tokio::test]
+async fn a_request_written_to_a_connection_the_upstream_had_closed_is_a_reset() {
+    let server = TestServer::start(ServerOptions {
+        drop_after: Some(Duration::from_millis(200)),
+        ..ServerOptions::tls(&[H1])
+    });
+    let url = server.url("localhost");
+    let pool = pool(&server, PoolSettings::default());
+    fetch(&pool, &url, "/").await.unwrap();
+    settle().await;
+    // Blocked with no yield: the connection task is handed the request before the I/O
+    // driver has seen the close, and writes it. Whether the upstream acted on it cannot be
+    // known, so this is a reset (the retry layer resends only idempotent requests), as it
+    // was with hyper-util's client; never a TLS or connect failure.
+    std::thread::sleep(Duration::from_millis(400));
+    let err = fetch(&pool, &url, "/again").await.unwrap_err();
+    assert_eq!(classify_attempt_error(&*err), Some(AttemptFailure::Reset));
+    assert_eq!(pool.stale_resends(), 0);
+    // The next request gets a new connection.
+    fetch(&pool, &url, "/").await.unwrap();
+    assert_eq!(server.accepted(), 2);
+}
+
+#[tokio::test]
+async fn idle_connections_are_capped() {
+    let server = TestServer::start(ServerOptions {
+        delay: Duration::from_millis(200),
+        ..ServerOptions::tls(&[H1])
+    });
+    let url = server.url("localhost");
+    let pool = pool(
+        &server,
+        PoolSettings {
+            max_idle: 2,
+            ..PoolSettings::default()
+        },
+    );
+    // Four at once: four connections, since none is idle while the others wait.
+    let answers = futures_util::future::join_all((0..4).map(|_| fetch(&pool, &url, "/"))).await;
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    assert_eq!(server.accepted(), 4);
+    settle().await;
+    assert_eq!(pool.idle_http1(), 2);
+    // The two dropped ones were closed.
+    assert_eq!(server.closed(), 2);
+}
+
+#[tokio::test]
+async fn an_expired_idle_connection_is_never_used() {
+    let server = TestServer::start(ServerOptions::tls(&[H1]));
+    let url = server.url("localhost");
+    // Long sweep period relative to the test: only the checkout's own check applies here.
+    let pool = pool(
+        &server,
+        PoolSettings {
+            idle_timeout: Duration::from_millis(300),
+            ..PoolSettings::default()
+        },
+    );
+    fetch(&pool, &url, "/").await.unwrap();
+    settle().await;
+    assert_eq!(pool.idle_http1(), 1);
+    // Blocking, so the sweep cannot run either: checkout must see the expiry itself.
+    std::thread::sleep(Duration::from_millis(400));
+    fetch(&pool, &url, "/").await.unwrap();
+    assert_eq!(server.accepted(), 2);
+}
+
+#[tokio::test]
+async fn the_sweep_closes_expired_idle_connections() {
+    let server = TestServer::start(ServerOptions::tls(&[H1]));
+    let url = server.url("localhost");
+    let pool = pool(
+        &server,
+        PoolSettings {
+            idle_timeout: Duration::from_millis(200),
+            ..PoolSettings::default()
+        },
+    );
+    fetch(&pool, &url, "/").await.unwrap();
+    settle().await;
+    assert_eq!(pool.idle_http1(), 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(pool.idle_http1(), 0);
+    assert_eq!(server.closed(), 1, "the upstream saw the connection closed");
+}
+
+#[tokio::test]
+async fn a_body_dropped_before_its_end_does_not_return_its_connection() {
+    let server = TestServer::start(ServerOptions::tls(&[H1]));
+    let url = server.url("localhost");
+    let pool = pool(&server, PoolSettings::default());
+    let response = pool.send(get(&url, "/big")).await.unwrap();
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert!(first.is_data());
+    drop(body);
+    settle().await;
+    assert_eq!(pool.idle_http1(), 0);
+    fetch(&pool, &url, "/").await.unwrap();
+    assert_eq!(server.accepted(), 2);
+}
+
+#[tokio::test]
+async fn a_body_read_to_its_end_returns_its_connection() {
+    let server = TestServer::start(ServerOptions::tls(&[H1]));
+    let url = server.url("localhost");
+    let pool = pool(&server, PoolSettings::default());
+    let (_, body) = fetch(&pool, &url, "/big").await.unwrap();
+    assert_eq!(body.len(), 4 << 20);
+    settle().await;
+    assert_eq!(pool.idle_http1(), 1);
+    fetch(&pool, &url, "/").await.unwrap();
+    assert_eq!(server.accepted(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_a_connect_failure() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let ca = Ca::new("unused").unwrap();
+    let url = format!("https://localhost:{port}");
+    let pool = pool_for(&upstream(&url, &ca, false), PoolSettings::default());
+    let err = fetch(&pool, &url, "/").await.unwrap_err();
+    assert!(find_connect_error(&*err).is_some(), "{err}");
+    assert_eq!(
+        classify_attempt_error(&*err),
+        Some(AttemptFailure::ConnectFailure)
+    );
+}
+
+#[tokio::test]
+async fn an_unresolvable_host_is_a_connect_failure() {
+    let ca = Ca::new("unused").unwrap();
+    // `.invalid` never resolves (RFC 6761).
+    let url = "https://upstream.invalid";
+    let pool = pool_for(&upstream(url, &ca, false), PoolSettings::default());
+    let err = fetch(&pool, url, "/").await.unwrap_err();
+    assert_eq!(
+        classify_attempt_error(&*err),
+        Some(AttemptFailure::ConnectFailure)
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_server_ca_is_a_tls_failure() {
+    let server = TestServer::start(ServerOptions::tls(&[H1]));
+    let url = server.url("localhost");
+    let other = Ca::new("another CA").unwrap();
+    let pool = pool_for(&upstream(&url, &other, false), PoolSettings::default());
+    let err = fetch(&pool, &url, "/").await.unwrap_err();
+    assert!(find_connect_error(&*err).is_some(), "{err}");
+    assert_eq!(classify_attempt_error(&*err), Some(AttemptFailure::Tls));
+}
+
+#[tokio::test]
+async fn a_hostname_mismatch_is_a_tls_failure() {
+    let server = TestServer::start(ServerOptions {
+        names: &["other.example"],
+        ..ServerOptions::tls(&[H1])
+    });
+    let url = server.url("localhost");
+    let pool = pool(&server, PoolSettings::default());
+    let err = fetch(&pool, &url, "/").await.unwrap_err();
+    assert_eq!(classify_attempt_error(&*err), Some(AttemptFailure::Tls));
+}
+
+fn find_connect_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a ConnectError> {
+    crate::error::find_cause::<ConnectError>(err)
+}
