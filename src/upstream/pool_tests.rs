@@ -168,13 +168,7 @@ async fn accept_loop(
                                 .map(str::to_owned),
                         });
                         tokio::time::sleep(delay).await;
-                        // `/big`: more than any socket buffer, so a reader can stop midway.
-                        let body = if request.uri().path() == "/big" {
-                            Bytes::from(vec![b'x'; 4 << 20])
-                        } else {
-                            Bytes::from_static(b"ok")
-                        };
-                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(body)))
+                        Ok::<_, std::convert::Infallible>(answer(request.uri().path()))
                     }
                 });
                 let builder = auto::Builder::new(TokioExecutor::new());
@@ -197,6 +191,68 @@ async fn accept_loop(
             }
             closed.fetch_add(1, Ordering::SeqCst);
         });
+    }
+}
+
+/// `/big`: more than any socket buffer, so a reader can stop midway; `/empty`: 204;
+/// `/chunked`: a body of unknown length; `/close`: `Connection: close`; anything else: `ok` with its length.
+fn answer(path: &str) -> Response<UnsizedOr> {
+    match path {
+        "/big" => Response::new(UnsizedOr::Sized(Full::new(Bytes::from(vec![
+            b'x';
+            4 << 20
+        ])))),
+        "/empty" => {
+            let mut response = Response::new(UnsizedOr::Sized(Full::default()));
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            response
+        }
+        "/chunked" => Response::new(UnsizedOr::Unsized(Some(Bytes::from_static(b"chunked")))),
+        "/close" => {
+            let mut response =
+                Response::new(UnsizedOr::Sized(Full::new(Bytes::from_static(b"bye"))));
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            response
+        }
+        _ => Response::new(UnsizedOr::Sized(Full::new(Bytes::from_static(b"ok")))),
+    }
+}
+
+/// A test answer body: of known length, or of unknown length (sent chunked).
+enum UnsizedOr {
+    Sized(Full<Bytes>),
+    Unsized(Option<Bytes>),
+}
+
+impl Body for UnsizedOr {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match &mut *self {
+            UnsizedOr::Sized(full) => Pin::new(full).poll_frame(cx),
+            UnsizedOr::Unsized(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UnsizedOr::Sized(full) => full.is_end_stream(),
+            UnsizedOr::Unsized(data) => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UnsizedOr::Sized(full) => full.size_hint(),
+            UnsizedOr::Unsized(_) => SizeHint::default(),
+        }
     }
 }
 
@@ -495,6 +551,59 @@ async fn a_body_read_to_its_end_returns_its_connection() {
     settle().await;
     assert_eq!(pool.idle_http1(), 1);
     fetch(&pool, &url, "/").await.unwrap();
+    assert_eq!(server.accepted(), 1);
+}
+
+#[tokio::test]
+async fn connections_return_after_empty_and_chunked_bodies() {
+    let server = TestServer::start(ServerOptions::tls(&[H1]));
+    let url = server.url("localhost");
+    let pool = pool(&server, PoolSettings::default());
+    for path in ["/empty", "/chunked", "/empty", "/chunked", "/"] {
+        let (status, body) = fetch(&pool, &url, path).await.unwrap();
+        assert!(status.is_success(), "{path}: {status}");
+        assert_eq!(body.is_empty(), path == "/empty", "{path}");
+        // An empty body ends with the head, before hyper's task is ready for another
+        // request: the connection comes back a moment later.
+        settle().await;
+        assert_eq!(pool.idle_http1(), 1, "{path}");
+    }
+    assert_eq!(server.accepted(), 1);
+}
+
+#[tokio::test]
+async fn a_connection_the_upstream_closes_after_its_answer_is_not_kept() {
+    let server = TestServer::start(ServerOptions::tls(&[H1]));
+    let url = server.url("localhost");
+    let pool = pool(&server, PoolSettings::default());
+    let (_, body) = fetch(&pool, &url, "/close").await.unwrap();
+    assert_eq!(&body[..], b"bye");
+    settle().await;
+    assert_eq!(pool.idle_http1(), 0);
+    fetch(&pool, &url, "/").await.unwrap();
+    assert_eq!(server.accepted(), 2);
+    assert_eq!(pool.stale_resends(), 0);
+}
+
+#[tokio::test]
+async fn a_connection_released_before_it_is_ready_returns_once_it_is() {
+    let server = TestServer::start(ServerOptions::tls(&[H1]));
+    let pool = pool(&server, PoolSettings::default());
+    // A new connection whose task has not run yet is not ready: what a lease finds when a
+    // body ends before hyper's task has caught up.
+    let Connection::Http1(send) = pool.destination.connect().await.unwrap() else {
+        panic!("the server offers HTTP/1.1 only");
+    };
+    assert!(!send.is_ready());
+    Lease {
+        pool: pool.clone(),
+        send,
+    }
+    .release();
+    assert_eq!(pool.idle_http1(), 0);
+    settle().await;
+    assert_eq!(pool.idle_http1(), 1);
+    fetch(&pool, &server.url("localhost"), "/").await.unwrap();
     assert_eq!(server.accepted(), 1);
 }
 
