@@ -2,6 +2,7 @@
 pub mod attempt_metrics;
 pub mod client;
 pub mod connect;
+pub mod lease;
 pub mod pool;
 pub mod stall;
 pub mod timeout;

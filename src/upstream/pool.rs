@@ -6,28 +6,33 @@
 //! connection-info extension it inserts in every response were pure cost (about 10k
 //! instructions of ~88k per proxied request), and its idle list had no cap.
 //!
+//! h2 (PRODUCT.md §4: "HTTP/1.1 or h2 by ALPN"): ALPN offers h2 first; an h2 connection is
+//! shared by all of the worker's requests (its handle cloned per request) and replaced by
+//! the next connect once closed or expired. Concurrent first requests may each connect; the
+//! extra connections end with their request.
+//!
 //! Invariants: a connection is used by the worker whose runtime runs its task; an idle
 //! connection older than the idle timeout is never used; at most `max_idle` idle HTTP/1.1
-//! connections are kept; a request an idle connection never took (it closed while idle) is
-//! sent again, once, on a new connection, so a stale keep-alive connection never becomes
-//! a 502.
+//! connections are kept; a request an idle connection gave back unsent (it closed while
+//! idle) is sent again, once, on a new connection, so it never becomes a 502. (A request
+//! already written to a connection the upstream had closed is a reset, as it was before:
+//! the retry layer resends it if it is idempotent.)
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::header::HOST;
 use http::{Request, Response, Uri};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 
 use super::connect::{Connection, Destination};
+use super::lease::{Lease, PooledBody};
 use crate::body::Payload;
 use crate::error::BoxError;
 
@@ -208,10 +213,7 @@ impl Pool {
         send: http1::SendRequest<Payload>,
         response: Response<Incoming>,
     ) -> Response<PooledBody> {
-        let lease = Lease {
-            pool: self.clone(),
-            send,
-        };
+        let lease = Lease::new(self.clone(), send);
         response.map(|body| {
             if body.is_end_stream() {
                 lease.release();
@@ -265,7 +267,7 @@ impl Pool {
     }
 
     /// Takes back an HTTP/1.1 connection that is ready for its next request.
-    fn put(&self, send: http1::SendRequest<Payload>) {
+    pub(super) fn put(&self, send: http1::SendRequest<Payload>) {
         if self.settings.max_idle == 0 {
             return;
         }
@@ -328,7 +330,8 @@ impl Pool {
     }
 
     fn lock(&self) -> MutexGuard<'_, Idle> {
-        // The lock is never held across a panic-prone call; a poisoned list is still valid.
+        // Held for list operations only, never across an await; a list left by a panic
+        // elsewhere is still a valid list.
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -340,87 +343,6 @@ impl Pool {
     /// Requests sent again because the idle connection they were given had closed.
     pub fn stale_resends(&self) -> usize {
         self.stale_resends.load(Ordering::Relaxed)
-    }
-}
-
-/// An HTTP/1.1 connection lent to one response until its body ends.
-struct Lease {
-    pool: Arc<Pool>,
-    send: http1::SendRequest<Payload>,
-}
-
-impl Lease {
-    /// The response is complete: the connection goes back once hyper's connection task has
-    /// seen the end, which has usually happened by the time the body reports it (the task
-    /// ran first). If not, a small task waits for it, on this worker's runtime.
-    fn release(self) {
-        if self.send.is_ready() {
-            self.pool.put(self.send);
-            return;
-        }
-        if self.send.is_closed() {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let Lease { pool, mut send } = self;
-        runtime.spawn(async move {
-            if send.ready().await.is_ok() {
-                pool.put(send);
-            }
-        });
-    }
-}
-
-/// An upstream response body. Over HTTP/1.1 it holds the connection's [`Lease`]: at the
-/// body's end the connection returns to the pool; a body dropped before its end (caller
-/// gone, stall guard) drops the lease, and hyper closes a connection whose response was
-/// not read to the end.
-pub struct PooledBody {
-    inner: Incoming,
-    lease: Option<Lease>,
-}
-
-impl PooledBody {
-    fn new(inner: Incoming, lease: Option<Lease>) -> Self {
-        PooledBody { inner, lease }
-    }
-}
-
-impl Body for PooledBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        let ended = match &frame {
-            None => true,
-            // A body of known length ends with its last frame: the server writing the
-            // caller's answer may never poll again.
-            Some(Ok(_)) => self.inner.is_end_stream(),
-            Some(Err(_)) => {
-                self.lease = None;
-                false
-            }
-        };
-        if ended {
-            if let Some(lease) = self.lease.take() {
-                lease.release();
-            }
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

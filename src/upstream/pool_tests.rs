@@ -5,9 +5,12 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex as StdMutex;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{StatusCode, Version};
+use http_body::{Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -22,6 +25,7 @@ use crate::config::{TlsConfig, UpstreamConfig};
 use crate::error::{classify_attempt_error, AttemptFailure};
 use crate::pki::Ca;
 use crate::upstream::connect::{alpn_protocols, ConnectError};
+use crate::upstream::lease::Lease;
 use crate::upstream::tls::client_config;
 
 const H1: &[u8] = b"http/1.1";
@@ -595,11 +599,7 @@ async fn a_connection_released_before_it_is_ready_returns_once_it_is() {
         panic!("the server offers HTTP/1.1 only");
     };
     assert!(!send.is_ready());
-    Lease {
-        pool: pool.clone(),
-        send,
-    }
-    .release();
+    Lease::new(pool.clone(), send).release();
     assert_eq!(pool.idle_http1(), 0);
     settle().await;
     assert_eq!(pool.idle_http1(), 1);
