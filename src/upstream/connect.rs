@@ -143,8 +143,9 @@ impl Destination {
     }
 
     /// A new connection, its task spawned on the current runtime. Errors are a
-    /// [`ConnectError`], or the `hyper::Error` of a failed HTTP handshake (which, as with the
-    /// previous client, is not a connect failure: h2 has already written to the peer).
+    /// [`ConnectError`], or the `hyper::Error` of a failed HTTP handshake, which, as with
+    /// hyper-util's client, does not count as a connect failure (for h2 the connection
+    /// preface has already been written to the upstream).
     pub async fn connect(&self) -> Result<Connection, BoxError> {
         match &self.transport {
             Transport::Refused => Err(ConnectError::InsecureRefused.into()),
@@ -175,17 +176,23 @@ impl Destination {
     /// together take at most `connect_timeout`, shared out evenly among the addresses left,
     /// so one black-holed address does not use up the whole budget.
     async fn tcp(&self) -> Result<TcpStream, ConnectError> {
-        let deadline = Instant::now() + self.connect_timeout;
-        let resolved =
-            tokio::time::timeout_at(deadline, tokio::net::lookup_host((&*self.host, self.port)))
-                .await
-                .map_err(|_| ConnectError::Timeout)?
-                .map_err(ConnectError::Resolve)?;
-        let addresses: Vec<SocketAddr> = resolved.collect();
+        // A timeout too long to represent is no limit (and never a panic).
+        let deadline = Instant::now().checked_add(self.connect_timeout);
+        let left_until = |deadline: Option<Instant>| {
+            deadline.map_or(self.connect_timeout, |d| {
+                d.saturating_duration_since(Instant::now())
+            })
+        };
+        let resolve = tokio::net::lookup_host((&*self.host, self.port));
+        let addresses: Vec<SocketAddr> = tokio::time::timeout(left_until(deadline), resolve)
+            .await
+            .map_err(|_| ConnectError::Timeout)?
+            .map_err(ConnectError::Resolve)?
+            .collect();
         let mut last = ConnectError::NoAddress;
         for (index, address) in addresses.iter().enumerate() {
-            let left = (addresses.len() - index) as u32;
-            let share = deadline.saturating_duration_since(Instant::now()) / left;
+            let addresses_left = u32::try_from(addresses.len() - index).unwrap_or(u32::MAX);
+            let share = left_until(deadline) / addresses_left;
             last = match tokio::time::timeout(share, TcpStream::connect(address)).await {
                 Ok(Ok(stream)) => return Ok(configure(stream)),
                 Ok(Err(err)) => ConnectError::Tcp(err),

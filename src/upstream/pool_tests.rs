@@ -624,6 +624,38 @@ async fn a_refused_connection_is_a_connect_failure() {
 }
 
 #[tokio::test]
+async fn a_connect_timeout_is_a_connect_failure() {
+    // A listener that never accepts, its queue filled: further handshakes get no answer
+    // (the kernel drops their SYNs), so connecting hangs until the timeout.
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    listener
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    let _queued: Vec<_> = (0..4)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok()
+        })
+        .collect();
+    let ca = Ca::new("unused").unwrap();
+    let url = format!("https://127.0.0.1:{}", addr.port());
+    let mut config = upstream(&url, &ca, false);
+    config.connect_timeout = Duration::from_millis(200);
+    let pool = pool_for(&config, PoolSettings::default());
+    let err = fetch(&pool, &url, "/").await.unwrap_err();
+    assert!(
+        matches!(find_connect_error(&*err), Some(ConnectError::Timeout)),
+        "{err}"
+    );
+    assert_eq!(
+        classify_attempt_error(&*err),
+        Some(AttemptFailure::ConnectFailure)
+    );
+}
+
+#[tokio::test]
 async fn an_unresolvable_host_is_a_connect_failure() {
     let ca = Ca::new("unused").unwrap();
     // `.invalid` never resolves (RFC 6761).
