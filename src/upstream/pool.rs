@@ -133,7 +133,10 @@ impl Pool {
     ) -> Result<Response<PooledBody>, BoxError> {
         let (connection, reused) = match self.checkout() {
             Some(connection) => (connection, true),
-            None => (self.connect().await?, false),
+            // Boxed: a connect's state (DNS, TCP, the TLS handshake) is several kB, and held
+            // inline it would make every exchange future that large, to be copied into its
+            // box on every request although nearly all of them reuse a connection.
+            None => (Box::pin(self.connect()).await?, false),
         };
         match self.try_send(connection, request).await {
             Ok(response) => Ok(response),
@@ -146,7 +149,7 @@ impl Pool {
             }) if reused => {
                 tracing::debug!(error = %error, "idle upstream connection was closed; reconnecting");
                 self.stale_resends.fetch_add(1, Ordering::Relaxed);
-                let connection = self.connect().await?;
+                let connection = Box::pin(self.connect()).await?;
                 self.try_send(connection, request)
                     .await
                     .map_err(|unsent| unsent.error)
