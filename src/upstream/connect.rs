@@ -28,6 +28,11 @@ use crate::error::BoxError;
 /// Probes a silent peer after this long without traffic (as the legacy connector did).
 pub const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 
+/// While requests are open on an h2 connection, a PING every this long...
+const H2_PING_INTERVAL: Duration = Duration::from_secs(10);
+/// ...answered within this long, or the connection is closed.
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(5);
+
 const ALPN_H2: &[u8] = b"h2";
 const ALPN_HTTP11: &[u8] = b"http/1.1";
 
@@ -50,6 +55,10 @@ pub enum ConnectError {
     Timeout,
     #[error("the TLS handshake with the upstream failed")]
     TlsHandshake(#[source] io::Error),
+    #[error("the TLS handshake with the upstream timed out")]
+    TlsTimeout,
+    #[error("the new upstream connection closed before it took the request")]
+    ClosedBeforeSend(#[source] BoxError),
 }
 
 /// How the bytes travel: verified TLS, plain TCP (allowed by configuration) or not at all.
@@ -114,7 +123,12 @@ impl Destination {
             _ => authority.host().to_owned(),
         };
         let mut h2 = http2::Builder::new(TokioExecutor::new());
-        h2.timer(TokioTimer::new());
+        // The h2 connection is shared by all of a worker's requests: a peer gone silent
+        // (a replaced NAT or load-balancer node) must be noticed by PING, not after the
+        // kernel gives up on the socket minutes later, or every attempt lands on it.
+        h2.timer(TokioTimer::new())
+            .keep_alive_interval(Some(H2_PING_INTERVAL))
+            .keep_alive_timeout(H2_PING_TIMEOUT);
         Some(Destination {
             host: host.into(),
             port: authority.port_u16().unwrap_or(default_port),
@@ -147,10 +161,14 @@ impl Destination {
     /// hyper-util's client, does not count as a connect failure (for h2 the connection
     /// preface has already been written to the upstream).
     pub async fn connect(&self) -> Result<Connection, BoxError> {
+        // One budget for resolution, TCP and the TLS handshake: none of them has sent a
+        // request yet, so a stall in any of them is a connect failure (retried whatever the
+        // method), not an attempt timeout. A timeout too long to represent is no limit.
+        let deadline = Instant::now().checked_add(self.connect_timeout);
         match &self.transport {
             Transport::Refused => Err(ConnectError::InsecureRefused.into()),
             Transport::Plain => {
-                let tcp = self.tcp().await?;
+                let tcp = self.tcp(deadline).await?;
                 start_http1(tcp).await
             }
             Transport::Tls {
@@ -158,10 +176,11 @@ impl Destination {
                 server_name,
             } => {
                 let name = server_name.clone().ok_or(ConnectError::InvalidServerName)?;
-                let tcp = self.tcp().await?;
-                let tls = connector
-                    .connect(name, tcp)
+                let tcp = self.tcp(deadline).await?;
+                let handshake = connector.connect(name, tcp);
+                let tls = tokio::time::timeout(self.left_until(deadline), handshake)
                     .await
+                    .map_err(|_| ConnectError::TlsTimeout)?
                     .map_err(ConnectError::TlsHandshake)?;
                 if tls.get_ref().1.alpn_protocol() == Some(ALPN_H2) {
                     start_http2(&self.h2, tls).await
@@ -172,17 +191,18 @@ impl Destination {
         }
     }
 
+    /// Time left until `deadline` (`None`: no limit, the whole `connect_timeout`).
+    fn left_until(&self, deadline: Option<Instant>) -> Duration {
+        deadline.map_or(self.connect_timeout, |d| {
+            d.saturating_duration_since(Instant::now())
+        })
+    }
+
     /// Resolves and connects, trying the addresses in order; resolution and all attempts
-    /// together take at most `connect_timeout`, shared out evenly among the addresses left,
-    /// so one black-holed address does not use up the whole budget.
-    async fn tcp(&self) -> Result<TcpStream, ConnectError> {
-        // A timeout too long to represent is no limit (and never a panic).
-        let deadline = Instant::now().checked_add(self.connect_timeout);
-        let left_until = |deadline: Option<Instant>| {
-            deadline.map_or(self.connect_timeout, |d| {
-                d.saturating_duration_since(Instant::now())
-            })
-        };
+    /// together end by `deadline`, its time shared out evenly among the addresses left, so
+    /// one black-holed address does not use up the whole budget.
+    async fn tcp(&self, deadline: Option<Instant>) -> Result<TcpStream, ConnectError> {
+        let left_until = |deadline| self.left_until(deadline);
         let resolve = tokio::net::lookup_host((&*self.host, self.port));
         let addresses: Vec<SocketAddr> = tokio::time::timeout(left_until(deadline), resolve)
             .await

@@ -49,8 +49,11 @@ impl Lease {
             return;
         };
         let Lease { pool, mut send } = self;
+        let patience = pool.idle_timeout();
         runtime.spawn(async move {
-            if send.ready().await.is_ok() {
+            // Bounded: a connection whose request body is still being sent (an early answer
+            // to an upload the caller stalled) may never become ready.
+            if let Ok(Ok(())) = tokio::time::timeout(patience, send.ready()).await {
                 pool.put(send);
             }
         });

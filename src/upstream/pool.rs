@@ -14,7 +14,8 @@
 //! Invariants: a connection is used by the worker whose runtime runs its task; an idle
 //! connection older than the idle timeout is never used; at most `max_idle` idle HTTP/1.1
 //! connections are kept; a request an idle connection gave back unsent (it closed while
-//! idle) is sent again, once, on a new connection, so it never becomes a 502. (A request
+//! idle) is sent again, once, on a new connection, so a stale connection alone never
+//! makes a 502. (A request
 //! already written to a connection the upstream had closed is a reset, as it was before:
 //! the retry layer resends it if it is idempotent.)
 
@@ -31,7 +32,7 @@ use http_body::Body;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 
-use super::connect::{Connection, Destination};
+use super::connect::{ConnectError, Connection, Destination};
 use super::lease::{Lease, PooledBody};
 use crate::body::Payload;
 use crate::error::BoxError;
@@ -112,6 +113,18 @@ struct Unsent {
     request: Option<Request<Payload>>,
 }
 
+impl Unsent {
+    /// A request a new connection gave back (an upstream that accepts and hangs up at
+    /// once) provably never left: a connect failure, retried whatever the method. One that
+    /// was written may have been acted on: the connection's error as it is (a reset).
+    fn into_error(self) -> BoxError {
+        match self.request {
+            Some(_) => ConnectError::ClosedBeforeSend(self.error).into(),
+            None => self.error,
+        }
+    }
+}
+
 impl Pool {
     pub fn new(destination: Arc<Destination>, settings: PoolSettings) -> Self {
         Pool {
@@ -152,9 +165,9 @@ impl Pool {
                 let connection = Box::pin(self.connect()).await?;
                 self.try_send(connection, request)
                     .await
-                    .map_err(|unsent| unsent.error)
+                    .map_err(Unsent::into_error)
             }
-            Err(unsent) => Err(unsent.error),
+            Err(unsent) => Err(unsent.into_error()),
         }
     }
 
@@ -336,6 +349,11 @@ impl Pool {
         // Held for list operations only, never across an await; a list left by a panic
         // elsewhere is still a valid list.
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How long an idle connection is kept.
+    pub(super) fn idle_timeout(&self) -> Duration {
+        self.settings.idle_timeout
     }
 
     /// Idle HTTP/1.1 connections now kept (tests and diagnostics).

@@ -656,6 +656,111 @@ async fn a_connect_timeout_is_a_connect_failure() {
 }
 
 #[tokio::test]
+async fn a_stalled_tls_handshake_is_a_connect_failure_within_connect_timeout() {
+    // Accepts TCP, then never answers the ClientHello (a stuck listener, a path that drops
+    // the large certificate flight): no request was sent, so it may always be retried.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            open.push(stream);
+        }
+    });
+    let ca = Ca::new("unused").unwrap();
+    let url = format!("https://localhost:{}", addr.port());
+    let mut config = upstream(&url, &ca, false);
+    config.connect_timeout = Duration::from_millis(300);
+    let pool = pool_for(&config, PoolSettings::default());
+    let started = std::time::Instant::now();
+    let err = fetch(&pool, &url, "/").await.unwrap_err();
+    assert!(
+        matches!(find_connect_error(&*err), Some(ConnectError::TlsTimeout)),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "bounded by connect_timeout"
+    );
+    assert_eq!(
+        classify_attempt_error(&*err),
+        Some(AttemptFailure::ConnectFailure)
+    );
+    held.abort();
+}
+
+#[test]
+fn a_request_given_back_unsent_is_a_connect_failure_and_a_written_one_a_reset() {
+    // What hyper reports when a connection closes before or after taking a request (the
+    // give-back itself is exercised against a real server above).
+    let closed =
+        || -> BoxError { std::io::Error::from(std::io::ErrorKind::ConnectionReset).into() };
+    let given_back = Unsent {
+        error: closed(),
+        request: Some(get("https://localhost", "/")),
+    }
+    .into_error();
+    assert!(matches!(
+        find_connect_error(&*given_back),
+        Some(ConnectError::ClosedBeforeSend(_))
+    ));
+    assert_eq!(
+        classify_attempt_error(&*given_back),
+        Some(AttemptFailure::ConnectFailure)
+    );
+    let written = Unsent {
+        error: closed(),
+        request: None,
+    }
+    .into_error();
+    assert_eq!(
+        classify_attempt_error(&*written),
+        Some(AttemptFailure::Reset)
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_hanging_up_right_after_the_handshake_is_never_a_tls_failure() {
+    // Completes TLS, then closes before reading anything. Depending on who runs first the
+    // request was given back (a connect failure) or written (a reset); either way neither a
+    // TLS failure (never retried) nor a wait until the attempt timeout.
+    let ca = Ca::new("closer").unwrap();
+    let leaf = ca.issue_server(&["localhost"]).unwrap();
+    let mut tls = ServerConfig::builder_with_provider(crate::upstream::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.cert_der.clone()], leaf.key_der())
+        .unwrap();
+    tls.alpn_protocols = vec![H1.to_vec()];
+    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let closer = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            if let Ok(mut tls) = acceptor.accept(stream).await {
+                use tokio::io::AsyncWriteExt;
+                let _ = tls.shutdown().await;
+            }
+        }
+    });
+    let url = format!("https://localhost:{}", addr.port());
+    let pool = pool_for(&upstream(&url, &ca, false), PoolSettings::default());
+    let err = tokio::time::timeout(Duration::from_secs(5), fetch(&pool, &url, "/"))
+        .await
+        .expect("the failure is reported at once")
+        .unwrap_err();
+    assert!(
+        matches!(
+            classify_attempt_error(&*err),
+            Some(AttemptFailure::Reset | AttemptFailure::ConnectFailure)
+        ),
+        "{err}"
+    );
+    closer.abort();
+}
+
+#[tokio::test]
 async fn an_unresolvable_host_is_a_connect_failure() {
     let ca = Ca::new("unused").unwrap();
     // `.invalid` never resolves (RFC 6761).
