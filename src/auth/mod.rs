@@ -73,7 +73,11 @@ impl Credentials {
                     .headers_mut()
                     .insert(AUTHORIZATION, basic.header().clone());
             }
-            Credentials::OAuth2(oauth) => return oauth.send(request, inner).await,
+            // Boxed on its own: the OAuth exchange (token wait, nonce and 401 retries) is
+            // several kB of future state, which inline would make every Basic attempt's
+            // future that large too (one allocation past glibc's per-thread cache, per
+            // attempt).
+            Credentials::OAuth2(oauth) => return Box::pin(oauth.send(request, inner)).await,
         }
         inner.ready().await?.call(request).await
     }
