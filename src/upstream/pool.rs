@@ -30,7 +30,7 @@ use http::header::HOST;
 use http::{Request, Response, Uri};
 use http_body::Body;
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::{http1, http2, TrySendError};
 
 use super::connect::{ConnectError, Connection, Destination};
 use super::lease::{Lease, PooledBody};
@@ -136,23 +136,40 @@ impl Pool {
     }
 
     /// Sends `request` (absolute URI) on an idle connection, or on a new one.
-    pub fn send(self: &Arc<Self>, request: Request<Payload>) -> ResponseFuture {
-        Box::pin(self.clone().exchange(request))
+    ///
+    /// The request is handed to an idle connection here, and the boxed future only waits for
+    /// the answer: an `async fn` taking the request would keep it twice (a generator stores
+    /// its arguments apart from the values it awaits), which made this per-request future
+    /// 1.5 kB, past glibc's 1 kB per-thread cache. The rare paths (connect, resend) are
+    /// boxed on their own for the same reason.
+    pub fn send(self: &Arc<Self>, mut request: Request<Payload>) -> ResponseFuture {
+        match self.checkout() {
+            Some(Connection::Http1(mut send)) => {
+                self.for_http1(&mut request);
+                let sent = send.try_send_request(request);
+                Box::pin(self.clone().on_reused(sent, Some(send)))
+            }
+            Some(Connection::Http2(mut send)) => {
+                self.for_http2(&mut request);
+                let sent = send.try_send_request(request);
+                Box::pin(self.clone().on_reused(sent, None))
+            }
+            None => Box::pin(self.clone().on_new(request)),
+        }
     }
 
-    async fn exchange(
+    /// The answer on a reused connection (`lease`: the HTTP/1.1 connection to give back
+    /// when its body ends).
+    async fn on_reused<F>(
         self: Arc<Self>,
-        request: Request<Payload>,
-    ) -> Result<Response<PooledBody>, BoxError> {
-        let (connection, reused) = match self.checkout() {
-            Some(connection) => (connection, true),
-            // Boxed: a connect's state (DNS, TCP, the TLS handshake) is several kB, and held
-            // inline it would make every exchange future that large, to be copied into its
-            // box on every request although nearly all of them reuse a connection (and past
-            // 1 kB an allocation misses glibc's per-thread cache).
-            None => (Box::pin(self.connect()).await?, false),
-        };
-        match self.try_send(connection, request).await {
+        sent: F,
+        lease: Option<http1::SendRequest<Payload>>,
+    ) -> Result<Response<PooledBody>, BoxError>
+    where
+        F: Future<Output = Result<Response<Incoming>, TrySendError<Request<Payload>>>>,
+    {
+        let answer = sent.await;
+        match self.answered(answer, lease) {
             Ok(response) => Ok(response),
             // The idle connection closed before it took the request (the upstream ended it
             // while we were not looking): nothing was sent, so send it on a new one, once,
@@ -160,13 +177,23 @@ impl Pool {
             Err(Unsent {
                 request: Some(request),
                 error,
-            }) if reused => Box::pin(self.resend(request, error)).await,
+            }) => Box::pin(self.resend(request, error)).await,
             Err(unsent) => Err(unsent.into_error()),
         }
     }
 
-    /// Sends on a new connection a request that an idle one gave back unsent. Its own
-    /// boxed future, like the connect above: rare, and large.
+    /// No usable idle connection: a new one.
+    async fn on_new(
+        self: Arc<Self>,
+        request: Request<Payload>,
+    ) -> Result<Response<PooledBody>, BoxError> {
+        let connection = self.connect().await?;
+        self.try_send(connection, request)
+            .await
+            .map_err(Unsent::into_error)
+    }
+
+    /// Sends on a new connection a request that an idle one gave back unsent.
     async fn resend(
         self: &Arc<Self>,
         request: Request<Payload>,
@@ -188,24 +215,34 @@ impl Pool {
         match connection {
             Connection::Http1(mut send) => {
                 self.for_http1(&mut request);
-                match send.try_send_request(request).await {
-                    Ok(response) => Ok(self.lease(send, response)),
-                    Err(mut err) => Err(Unsent {
-                        request: err.take_message(),
-                        error: err.into_error().into(),
-                    }),
-                }
+                let answer = send.try_send_request(request).await;
+                self.answered(answer, Some(send))
             }
             Connection::Http2(mut send) => {
                 self.for_http2(&mut request);
-                match send.try_send_request(request).await {
-                    Ok(response) => Ok(response.map(|body| PooledBody::new(body, None))),
-                    Err(mut err) => Err(Unsent {
-                        request: err.take_message(),
-                        error: err.into_error().into(),
-                    }),
-                }
+                let answer = send.try_send_request(request).await;
+                self.answered(answer, None)
             }
+        }
+    }
+
+    /// The response with its body on lease (HTTP/1.1), or the request back if it was never
+    /// sent.
+    // The request comes back by value (as hyper hands it back) on a rare path; the result is
+    // consumed at once by the caller, never stored.
+    #[allow(clippy::result_large_err)]
+    fn answered(
+        self: &Arc<Self>,
+        answer: Result<Response<Incoming>, TrySendError<Request<Payload>>>,
+        lease: Option<http1::SendRequest<Payload>>,
+    ) -> Result<Response<PooledBody>, Unsent> {
+        match (answer, lease) {
+            (Ok(response), Some(send)) => Ok(self.lease(send, response)),
+            (Ok(response), None) => Ok(response.map(|body| PooledBody::new(body, None))),
+            (Err(mut err), _) => Err(Unsent {
+                request: err.take_message(),
+                error: err.into_error().into(),
+            }),
         }
     }
 
