@@ -199,7 +199,8 @@ async fn accept_loop(
 }
 
 /// `/big`: more than any socket buffer, so a reader can stop midway; `/empty`: 204;
-/// `/chunked`: a body of unknown length; `/close`: `Connection: close`; anything else: `ok` with its length.
+/// `/not-modified`: 304; `/chunked`: a body of unknown length; `/close`: `Connection: close`;
+/// anything else: `ok` with its length.
 fn answer(path: &str) -> Response<UnsizedOr> {
     match path {
         "/big" => Response::new(UnsizedOr::Sized(Full::new(Bytes::from(vec![
@@ -212,6 +213,11 @@ fn answer(path: &str) -> Response<UnsizedOr> {
             response
         }
         "/chunked" => Response::new(UnsizedOr::Unsized(Some(Bytes::from_static(b"chunked")))),
+        "/not-modified" => {
+            let mut response = Response::new(UnsizedOr::Sized(Full::default()));
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            response
+        }
         "/close" => {
             let mut response =
                 Response::new(UnsizedOr::Sized(Full::new(Bytes::from_static(b"bye"))));
@@ -352,6 +358,69 @@ async fn an_ip_literal_upstream_is_verified_against_its_ip() {
         server.seen()[0].host.as_deref(),
         Some(expected_host.as_str())
     );
+}
+
+#[tokio::test]
+async fn an_ip_literal_upstream_is_refused_when_the_certificate_lacks_that_ip() {
+    let server = TestServer::start(ServerOptions {
+        names: &["localhost"],
+        ..ServerOptions::tls(&[H1])
+    });
+    let url = server.url("127.0.0.1");
+    let pool = pool_for(&upstream(&url, &server.ca, false), PoolSettings::default());
+    let err = fetch(&pool, &url, "/").await.unwrap_err();
+    assert_eq!(
+        classify_attempt_error(&*err),
+        Some(AttemptFailure::Tls),
+        "{err}"
+    );
+    assert!(server.seen().is_empty(), "nothing reached the upstream");
+}
+
+#[tokio::test]
+async fn head_and_not_modified_answers_give_their_connection_back() {
+    // Neither has a body whatever its headers say (RFC 9110 §9.3.2, §15.4.5): the
+    // connection is free as soon as the head is read.
+    let server = TestServer::start(ServerOptions::tls(&[H1]));
+    let url = server.url("localhost");
+    let pool = pool(&server, PoolSettings::default());
+    let mut head = get(&url, "/");
+    *head.method_mut() = http::Method::HEAD;
+    let response = pool.send(head).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .is_empty());
+    let (status, body) = fetch(&pool, &url, "/not-modified").await.unwrap();
+    assert_eq!((status, body.is_empty()), (StatusCode::NOT_MODIFIED, true));
+    settle().await;
+    assert_eq!(pool.idle_http1(), 1);
+    fetch(&pool, &url, "/").await.unwrap();
+    assert_eq!(server.accepted(), 1, "one connection served all three");
+}
+
+#[tokio::test]
+async fn a_shared_h2_connection_the_upstream_closed_is_replaced() {
+    let server = TestServer::start(ServerOptions {
+        drop_after: Some(Duration::from_millis(200)),
+        ..ServerOptions::tls(&[H2])
+    });
+    let url = server.url("localhost");
+    let pool = pool(&server, PoolSettings::default());
+    fetch(&pool, &url, "/").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(server.closed(), 1);
+    let (status, body) = fetch(&pool, &url, "/again").await.unwrap();
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"ok"[..]));
+    assert_eq!(server.accepted(), 2);
+    assert!(server
+        .seen()
+        .iter()
+        .all(|seen| seen.version == Version::HTTP_2));
 }
 
 #[tokio::test]
