@@ -8,8 +8,8 @@ use http::header::{
 };
 use http::HeaderMap;
 
-pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 /// A field literally named `close` (reserved, RFC 9110 §16.3.2) when `Connection` names it.
 const CLOSE: HeaderName = HeaderName::from_static("close");
 
@@ -22,19 +22,6 @@ pub const FIXED: [HeaderName; 7] = [
     TRAILER,
     TRANSFER_ENCODING,
     UPGRADE,
-];
-
-/// What a response loses: the hop-by-hop set and `Proxy-Authenticate`, which addresses the
-/// gateway, not the caller.
-const RESPONSE_DROPPED: [HeaderName; 8] = [
-    CONNECTION,
-    KEEP_ALIVE,
-    PROXY_CONNECTION,
-    TE,
-    TRAILER,
-    TRANSFER_ENCODING,
-    UPGRADE,
-    PROXY_AUTHENTICATE,
 ];
 
 /// Removes the headers that `Connection` names. Call it before `Connection` itself goes.
@@ -73,13 +60,13 @@ pub fn remove_named_in_connection(headers: &mut HeaderMap) {
 /// Removes hop-by-hop headers from a request or response header map.
 pub fn remove(headers: &mut HeaderMap) {
     remove_named_in_connection(headers);
-    super::remove_all(headers, &FIXED);
+    super::remove_all(headers, &[&FIXED]);
 }
 
-/// For responses also drop `Proxy-Authenticate`.
+/// For responses also drop `Proxy-Authenticate`: it addresses the gateway, not the caller.
 pub fn remove_from_response(headers: &mut HeaderMap) {
     remove_named_in_connection(headers);
-    super::remove_all(headers, &RESPONSE_DROPPED);
+    super::remove_all(headers, &[&FIXED, &[PROXY_AUTHENTICATE]]);
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use super::*;
 use crate::config::{TlsConfig, UpstreamConfig};
 use crate::error::{classify_attempt_error, AttemptFailure};
-use crate::pki::Ca;
+use crate::pki::{Ca, CertifiedMaterial};
 use crate::upstream::connect::{alpn_protocols, ConnectError};
 use crate::upstream::lease::Lease;
 use crate::upstream::tls::client_config;
@@ -62,6 +62,18 @@ impl ServerOptions {
     }
 }
 
+/// A TLS server side for `leaf`, offering these ALPN protocols.
+fn tls_acceptor(leaf: &CertifiedMaterial, alpn: &[&[u8]]) -> TlsAcceptor {
+    let mut config = ServerConfig::builder_with_provider(crate::upstream::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.cert_der.clone()], leaf.key_der())
+        .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsAcceptor::from(Arc::new(config))
+}
+
 /// A server on its own thread and runtime, so a test can block its own runtime while the
 /// server goes on. Stops when dropped.
 struct TestServer {
@@ -77,16 +89,10 @@ impl TestServer {
     fn start(options: ServerOptions) -> TestServer {
         let ca = Ca::new("pool test CA").unwrap();
         let server = ca.issue_server(options.names).unwrap();
-        let acceptor = options.alpn.clone().map(|alpn| {
-            let mut config = ServerConfig::builder_with_provider(crate::upstream::tls::provider())
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(vec![server.cert_der.clone()], server.key_der())
-                .unwrap();
-            config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-            TlsAcceptor::from(Arc::new(config))
-        });
+        let acceptor = options
+            .alpn
+            .as_deref()
+            .map(|alpn| tls_acceptor(&server, alpn));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -794,15 +800,7 @@ async fn an_upstream_hanging_up_right_after_the_handshake_is_never_a_tls_failure
     // request was given back (a connect failure) or written (a reset); either way neither a
     // TLS failure (never retried) nor a wait until the attempt timeout.
     let ca = Ca::new("closer").unwrap();
-    let leaf = ca.issue_server(&["localhost"]).unwrap();
-    let mut tls = ServerConfig::builder_with_provider(crate::upstream::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf.cert_der.clone()], leaf.key_der())
-        .unwrap();
-    tls.alpn_protocols = vec![H1.to_vec()];
-    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    let acceptor = tls_acceptor(&ca.issue_server(&["localhost"]).unwrap(), &[H1]);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let closer = tokio::spawn(async move {
