@@ -21,6 +21,7 @@ use crate::body::ResponseBody;
 use crate::context::RequestContext;
 use crate::error::{BoxError, ERROR_HEADER};
 use crate::metrics::{self, metrics, RejectedLabels, RequestLabels, RouteLabels};
+use crate::telemetry::{self, access::AccessRecord};
 
 /// Paths longer than this are cut in the log (a caller controls them).
 const MAX_LOGGED_PATH: usize = 256;
@@ -128,29 +129,29 @@ impl Entry {
     }
 
     fn emit(&self, bytes: u64, complete: bool) {
-        // Strings as `&str`, not `%` (Display): recorded as they are, with no formatting
-        // into a temporary String per field.
         let request = &self.request;
-        tracing::info!(
-            target: "tango_gateway::access",
-            request_id = request.context.request_id().unwrap_or(""),
-            route = request.context.route().unwrap_or("-"),
-            method = request.method.as_str(),
-            path = &*logged_path(request.uri.path()),
-            status = self.status.as_u16(),
-            gateway_error = self.gateway_error().unwrap_or("-"),
-            attempts = request.context.attempts(),
-            upstream_status = request.context.upstream_status().unwrap_or(0),
-            duration_ms = request.started.elapsed().as_secs_f64() * 1000.0,
+        telemetry::access::emit(&AccessRecord {
+            request_id: request.context.request_id().unwrap_or(""),
+            route: request.context.route().unwrap_or("-"),
+            method: request.method.as_str(),
+            path: &logged_path(request.uri.path()),
+            status: self.status.as_u16(),
+            gateway_error: self.gateway_error().unwrap_or("-"),
+            attempts: request.context.attempts(),
+            upstream_status: request.context.upstream_status().unwrap_or(0),
+            duration_ms: request.started.elapsed().as_secs_f64() * 1000.0,
             bytes,
             complete,
-            "request"
-        );
+        });
     }
 }
 
 /// The path as logged: cut after [`MAX_LOGGED_PATH`] characters (a caller controls it).
 fn logged_path(path: &str) -> Cow<'_, str> {
+    // No more bytes than the limit: no more characters either, no need to count them.
+    if path.len() <= MAX_LOGGED_PATH {
+        return Cow::Borrowed(path);
+    }
     match path.char_indices().nth(MAX_LOGGED_PATH) {
         Some((cut, _)) => Cow::Owned(format!("{}…", &path[..cut])),
         None => Cow::Borrowed(path),

@@ -263,3 +263,44 @@ async fn sighup_reloads_without_a_restart() {
     );
     assert_eq!(get(&url(&gateway, PATH), &[]).await.0, 200);
 }
+
+/// The access log's `json` lane honours the log filter like every other event: none at
+/// `warn`, one per request when the filter turns the access target on. (The start-up event
+/// stays on in both: it tells the test the gateway's ports.)
+#[tokio::test]
+async fn the_access_log_follows_the_log_filter() {
+    let staged = Setup::new().log("json", "warn").stage_with(|_| {}).await;
+    let access_lines = |gateway: &Process| {
+        gateway
+            .output()
+            .iter()
+            .filter(|line| line.contains(r#""target":"tango_gateway::access""#))
+            .count()
+    };
+
+    let mut quiet = start(&staged.config_file, Some("warn,tango_gateway::app=info")).await;
+    for _ in 0..3 {
+        assert_eq!(get(&url(&quiet, PATH), &[]).await.0, 200);
+    }
+    quiet.signal("TERM");
+    assert_eq!(
+        quiet.wait_exit(Duration::from_secs(35)).await.code(),
+        Some(0)
+    );
+    assert_eq!(access_lines(&quiet), 0, "{:?}", quiet.output());
+
+    let mut loud = start(
+        &staged.config_file,
+        Some("warn,tango_gateway::app=info,tango_gateway::access=info"),
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(get(&url(&loud, PATH), &[]).await.0, 200);
+    }
+    loud.signal("TERM");
+    assert_eq!(
+        loud.wait_exit(Duration::from_secs(35)).await.code(),
+        Some(0)
+    );
+    assert_eq!(access_lines(&loud), 3, "{:?}", loud.output());
+}

@@ -76,24 +76,27 @@ where
     ) -> fmt::Result {
         // Built in a plain `String` (direct, inlined appends) and handed to `writer` once,
         // rather than through `writer`'s dynamic `fmt::Write` call by call.
-        LINE.with(|line| match line.try_borrow_mut() {
-            Ok(mut line) => {
-                line.clear();
-                write_line(&mut line, ctx, event);
-                let written = writer.write_str(&line);
-                if line.capacity() > KEPT_LINE_CAPACITY {
-                    *line = String::with_capacity(512);
-                }
-                written
-            }
-            // Only if an event is emitted while formatting one (a `Debug` impl that logs).
-            Err(_) => {
-                let mut line = String::new();
-                write_line(&mut line, ctx, event);
-                writer.write_str(&line)
-            }
+        with_line(|line| {
+            write_line(line, ctx, event);
+            writer.write_str(line)
         })
     }
+}
+
+/// Runs `build` on this thread's line buffer, emptied first (a fresh `String` if the buffer
+/// is in use: only when an event is emitted while a line is built, by a `Debug` that logs).
+pub(super) fn with_line<R>(build: impl FnOnce(&mut String) -> R) -> R {
+    LINE.with(|line| match line.try_borrow_mut() {
+        Ok(mut line) => {
+            line.clear();
+            let result = build(&mut line);
+            if line.capacity() > KEPT_LINE_CAPACITY {
+                *line = String::with_capacity(512);
+            }
+            result
+        }
+        Err(_) => build(&mut String::new()),
+    })
 }
 
 fn write_line<S>(line: &mut String, ctx: &FmtContext<'_, S, JsonSpanFields>, event: &Event<'_>)
@@ -175,7 +178,7 @@ impl Visit for JsonFields<'_> {
 
 /// A JSON number (shortest round-trip form, as serde_json writes it), or `null` for NaN and
 /// infinities, which JSON cannot carry.
-fn push_float(line: &mut String, value: f64) {
+pub(super) fn push_float(line: &mut String, value: f64) {
     if value.is_finite() {
         line.push_str(ryu::Buffer::new().format_finite(value));
     } else {
@@ -184,7 +187,7 @@ fn push_float(line: &mut String, value: f64) {
 }
 
 /// A JSON string literal.
-fn push_string(line: &mut String, value: &str) {
+pub(super) fn push_string(line: &mut String, value: &str) {
     line.push('"');
     push_escaped(line, value);
     line.push('"');
@@ -277,7 +280,7 @@ impl Write for Escaped<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -317,7 +320,7 @@ mod tests {
     }
 
     /// Captures what a subscriber using [`JsonLines`] writes for the events of `emit`.
-    fn lines_of(emit: impl FnOnce()) -> Vec<String> {
+    pub(in crate::telemetry) fn lines_of(emit: impl FnOnce()) -> Vec<String> {
         use std::sync::{Arc, Mutex};
         #[derive(Clone, Default)]
         struct Sink(Arc<Mutex<Vec<u8>>>);

@@ -6,6 +6,7 @@
 //! `write` to stdout and a busy second of access logs costs a few system calls, not one per
 //! line. Nothing is dropped: when the queue is full, callers wait.
 
+pub mod access;
 mod json;
 mod timestamp;
 
@@ -43,7 +44,7 @@ pub fn init(format: LogFormat, level: &str) -> LogGuard {
         .finish(BufWriter::new(std::io::stdout()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer);
+        .with_writer(writer.clone());
     let result = match format {
         LogFormat::Json => builder
             .fmt_fields(json::JsonSpanFields)
@@ -51,6 +52,9 @@ pub fn init(format: LogFormat, level: &str) -> LogGuard {
             .try_init(),
         LogFormat::Pretty => builder.compact().with_target(false).try_init(),
     };
+    if result.is_ok() && matches!(format, LogFormat::Json) {
+        access::write_json_to(writer);
+    }
     // An error only means a subscriber is already installed (and its writer kept).
     LogGuard {
         _writer: result.is_ok().then_some(guard),
