@@ -13,8 +13,9 @@ use crate::body::{full, ResponseBody};
 
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// Header naming the gateway error code on every gateway-made answer.
-pub const ERROR_HEADER: &str = "x-tango-gateway-error";
+/// Header naming the gateway error code on every gateway-made answer (a `HeaderName`: a
+/// `&str` lookup parses the name again on every request).
+pub const ERROR_HEADER: http::HeaderName = http::HeaderName::from_static("x-tango-gateway-error");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {

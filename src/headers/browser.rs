@@ -1,7 +1,10 @@
 //! Browser-context detection: Tango refuses browser calls (403.001), so the gateway refuses
 //! them first and never lends a browser its credentials.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
+
+/// A `HeaderName`, not a `&str`: looking a `&str` up parses it into a name on every request.
+const SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
 
 /// `Sec-Fetch-Mode` values a browser sends for cross-origin and navigation requests.
 const BROWSER_FETCH_MODES: [&str; 3] = ["cors", "navigate", "no-cors"];
@@ -12,7 +15,7 @@ pub fn is_browser_request(headers: &HeaderMap) -> bool {
     if headers.contains_key(http::header::ORIGIN) {
         return true;
     }
-    headers.get_all("sec-fetch-mode").iter().any(|value| {
+    headers.get_all(SEC_FETCH_MODE).iter().any(|value| {
         value.to_str().is_ok_and(|mode| {
             BROWSER_FETCH_MODES
                 .iter()
