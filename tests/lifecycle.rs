@@ -270,37 +270,31 @@ async fn sighup_reloads_without_a_restart() {
 #[tokio::test]
 async fn the_access_log_follows_the_log_filter() {
     let staged = Setup::new().log("json", "warn").stage_with(|_| {}).await;
-    let access_lines = |gateway: &Process| {
-        gateway
-            .output()
-            .iter()
-            .filter(|line| line.contains(r#""target":"tango_gateway::access""#))
-            .count()
-    };
-
-    let mut quiet = start(&staged.config_file, Some("warn,tango_gateway::app=info")).await;
-    for _ in 0..3 {
-        assert_eq!(get(&url(&quiet, PATH), &[]).await.0, 200);
-    }
-    quiet.signal("TERM");
-    assert_eq!(
-        quiet.wait_exit(Duration::from_secs(35)).await.code(),
-        Some(0)
-    );
-    assert_eq!(access_lines(&quiet), 0, "{:?}", quiet.output());
-
-    let mut loud = start(
+    let quiet =
+        access_lines_for_three_requests(&staged.config_file, "warn,tango_gateway::app=info");
+    assert_eq!(quiet.await, 0);
+    let loud = access_lines_for_three_requests(
         &staged.config_file,
-        Some("warn,tango_gateway::app=info,tango_gateway::access=info"),
-    )
-    .await;
+        "warn,tango_gateway::app=info,tango_gateway::access=info",
+    );
+    assert_eq!(loud.await, 3);
+}
+
+/// Runs the gateway under `filter` for three requests and a clean exit; counts the access
+/// lines it wrote.
+async fn access_lines_for_three_requests(config: &Path, filter: &str) -> usize {
+    let mut gateway = start(config, Some(filter)).await;
     for _ in 0..3 {
-        assert_eq!(get(&url(&loud, PATH), &[]).await.0, 200);
+        assert_eq!(get(&url(&gateway, PATH), &[]).await.0, 200);
     }
-    loud.signal("TERM");
+    gateway.signal("TERM");
     assert_eq!(
-        loud.wait_exit(Duration::from_secs(35)).await.code(),
+        gateway.wait_exit(Duration::from_secs(35)).await.code(),
         Some(0)
     );
-    assert_eq!(access_lines(&loud), 3, "{:?}", loud.output());
+    gateway
+        .output()
+        .iter()
+        .filter(|line| line.contains(r#""target":"tango_gateway::access""#))
+        .count()
 }

@@ -59,10 +59,9 @@ pub fn emit(record: &AccessRecord<'_>) {
     if !tracing::enabled!(target: "tango_gateway::access", tracing::Level::INFO) {
         return;
     }
-    if JSON_WRITER.get().is_some() {
-        write_json(record);
-    } else {
-        emit_event(record);
+    match JSON_WRITER.get() {
+        Some(shared) => write_json(record, shared),
+        None => emit_event(record),
     }
 }
 
@@ -85,17 +84,11 @@ fn emit_event(record: &AccessRecord<'_>) {
     );
 }
 
-fn write_json(record: &AccessRecord<'_>) {
+fn write_json(record: &AccessRecord<'_>, shared: &NonBlocking) {
     with_line(|line| {
         push_json_line(line, record, timestamp::push_now);
         THREAD_WRITER.with_borrow_mut(|writer| {
-            let writer = match writer {
-                Some(writer) => writer,
-                None => match JSON_WRITER.get() {
-                    Some(shared) => writer.insert(shared.clone()),
-                    None => return,
-                },
-            };
+            let writer = writer.get_or_insert_with(|| shared.clone());
             // As in the `tracing` path: a line that cannot be queued (the writer has stopped,
             // at exit) is dropped, not reported through the log that failed.
             let _ = writer.write_all(line.as_bytes());
