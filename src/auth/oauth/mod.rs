@@ -71,7 +71,11 @@ impl OAuthCredentials {
         let mut token = self.token().await?;
         let mut nonce_retry_left = self.dpop.is_some();
         let mut refresh_retry_left = true;
-        let origin = nonce::origin(request.uri()).unwrap_or_default();
+        // Nonces are kept per origin for DPoP only; a Bearer route needs no key.
+        let origin = match self.dpop {
+            Some(_) => nonce::origin(request.uri()).unwrap_or_default(),
+            None => String::new(),
+        };
         loop {
             let spare = (nonce_retry_left || refresh_retry_left)
                 .then(|| clone_request(&request))

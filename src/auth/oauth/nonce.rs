@@ -2,10 +2,14 @@
 //!
 //! Invariant: one nonce per origin (`scheme://authority`), the most recent one wins; shared by
 //! the token client and every API route so a nonce learnt on one path is used on the next.
+//! Every DPoP attempt reads the map, from every worker, and a server that rotates nonces
+//! changes it rarely: so reads are lock-free loads of an immutable map, and a new nonce
+//! replaces the whole (small) map by compare-and-swap.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use http::{HeaderMap, Uri};
 
 pub const DPOP_NONCE: &str = "dpop-nonce";
@@ -15,7 +19,7 @@ const MAX_NONCE_LEN: usize = 512;
 
 #[derive(Debug, Default)]
 pub struct Nonces {
-    by_origin: Mutex<HashMap<String, Arc<str>>>,
+    by_origin: ArcSwap<HashMap<String, Arc<str>>>,
 }
 
 /// `scheme://authority` of an absolute URI.
@@ -25,11 +29,7 @@ pub fn origin(uri: &Uri) -> Option<String> {
 
 impl Nonces {
     pub fn get(&self, origin: &str) -> Option<Arc<str>> {
-        let map = self
-            .by_origin
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        map.get(origin).cloned()
+        self.by_origin.load().get(origin).cloned()
     }
 
     /// Keeps the `DPoP-Nonce` of an answer from `origin`, if it has a usable one. Returns
@@ -43,13 +43,16 @@ impl Nonces {
         else {
             return false;
         };
-        let mut map = self
-            .by_origin
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if map.get(origin).map(|n| &**n) != Some(nonce) {
-            map.insert(origin.to_owned(), Arc::from(nonce));
+        // The usual answer repeats the nonce already kept: a read, no copy.
+        if self.by_origin.load().get(origin).map(|n| &**n) == Some(nonce) {
+            return true;
         }
+        let nonce: Arc<str> = Arc::from(nonce);
+        self.by_origin.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.insert(origin.to_owned(), Arc::clone(&nonce));
+            map
+        });
         true
     }
 }
@@ -83,6 +86,30 @@ mod tests {
         assert!(!nonces.remember("https://a", &HeaderMap::new()));
         assert!(!nonces.remember("https://a", &with_nonce("  ")));
         assert_eq!(nonces.get("https://a").as_deref(), Some("n1"));
+    }
+
+    #[test]
+    fn concurrent_updates_of_different_origins_are_all_kept() {
+        // Each update replaces the whole map: a lost compare-and-swap race would drop one.
+        let nonces = Arc::new(Nonces::default());
+        let writers: Vec<_> = (0..4)
+            .map(|thread| {
+                let nonces = Arc::clone(&nonces);
+                std::thread::spawn(move || {
+                    for round in 0..200 {
+                        let origin = format!("https://host-{thread}");
+                        nonces.remember(&origin, &with_nonce(&format!("n-{round}")));
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            assert!(writer.join().is_ok());
+        }
+        for thread in 0..4 {
+            let origin = format!("https://host-{thread}");
+            assert_eq!(nonces.get(&origin).as_deref(), Some("n-199"));
+        }
     }
 
     #[test]
