@@ -82,6 +82,7 @@ pub struct Metrics {
     pub token_requests: Family<TokenLabels, Counter>,
     pub token_expiry: Family<CredentialLabels, Gauge<f64, AtomicU64>>,
     pub client_cert_expiry: Family<RouteLabels, Gauge<f64, AtomicU64>>,
+    pub upstream_stale_resends: Family<RouteLabels, Counter>,
     pub inflight: Gauge,
     pub config_reloads: Family<ReloadLabels, Counter>,
     pub config_generation: Gauge,
@@ -156,6 +157,14 @@ impl Metrics {
             "When a route's mTLS client certificate expires (Unix time)",
             client_cert_expiry.clone(),
         );
+        let upstream_stale_resends = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "upstream_stale_resends",
+            "Requests sent again on a new connection because the idle upstream connection \
+             they were given had closed before taking them (the upstream closes idle \
+             connections sooner than the gateway expects)",
+            upstream_stale_resends.clone(),
+        );
         let inflight = Gauge::default();
         registry.register(
             "inflight_requests",
@@ -196,6 +205,7 @@ impl Metrics {
             token_requests,
             token_expiry,
             client_cert_expiry,
+            upstream_stale_resends,
             inflight,
             config_reloads,
             config_generation,

@@ -160,13 +160,14 @@ fn route_stack(
 ) -> Result<RouteService, BuildError> {
     let name = route.name.clone();
     let upstream = &route.upstream;
-    let clients = build_worker_clients(upstream, workers::default_count()).map_err(|source| {
-        BuildError::Tls {
-            index,
-            route: name.clone(),
-            source,
-        }
-    })?;
+    let clients =
+        build_worker_clients(&name, upstream, workers::default_count()).map_err(|source| {
+            BuildError::Tls {
+                index,
+                route: name.clone(),
+                source,
+            }
+        })?;
     let credentials = Credentials::from_config(&name, &route.auth, tokens).map_err(|source| {
         BuildError::Credentials {
             index,

@@ -32,6 +32,7 @@ use crate::context::RequestContext;
 use crate::error::{BoxError, ErrorCode, GatewayError};
 use crate::headers::hop_by_hop;
 use crate::inbound::workers::PerWorker;
+use crate::metrics::{metrics, RouteLabels};
 
 pub type HttpsClient = Client<HttpsConnector<HttpConnector>, Payload>;
 
@@ -47,6 +48,7 @@ pub fn build_client(upstream: &UpstreamConfig) -> Result<HttpsClient, TlsSetupEr
 /// One connection pool per serving worker for a route's upstream, sharing one TLS
 /// configuration and its session cache: see [`PerWorker`].
 pub fn build_worker_clients(
+    route: &str,
     upstream: &UpstreamConfig,
     workers: usize,
 ) -> Result<PerWorker<Arc<Pool>>, TlsSetupError> {
@@ -59,10 +61,18 @@ pub fn build_worker_clients(
         ))
     })?;
     let destination = Arc::new(destination);
+    // Every worker's pool counts into the route's one series.
+    let stale_resends = metrics()
+        .upstream_stale_resends
+        .get_or_create(&RouteLabels {
+            route: Arc::from(route),
+        })
+        .clone();
     PerWorker::try_new(workers, || {
         Ok(Arc::new(Pool::new(
             destination.clone(),
             PoolSettings::default(),
+            stale_resends.clone(),
         )))
     })
 }

@@ -22,7 +22,6 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -31,6 +30,7 @@ use http::{Request, Response, Uri};
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2, TrySendError};
+use prometheus_client::metrics::counter::Counter;
 
 use super::connect::{ConnectError, Connection, Destination};
 use super::lease::{Lease, PooledBody};
@@ -80,9 +80,9 @@ pub struct Pool {
     destination: Arc<Destination>,
     settings: PoolSettings,
     idle: Mutex<Idle>,
-    /// Requests sent again after an idle connection gave them back (diagnostics; touched
-    /// on that rare path only).
-    stale_resends: AtomicUsize,
+    /// Requests sent again after an idle connection gave them back: the route's series of
+    /// `tango_gateway_upstream_stale_resends_total`, touched on that rare path only.
+    stale_resends: Counter,
 }
 
 #[derive(Default)]
@@ -126,12 +126,17 @@ impl Unsent {
 }
 
 impl Pool {
-    pub fn new(destination: Arc<Destination>, settings: PoolSettings) -> Self {
+    /// `stale_resends` counts the requests an idle connection gave back unsent.
+    pub fn new(
+        destination: Arc<Destination>,
+        settings: PoolSettings,
+        stale_resends: Counter,
+    ) -> Self {
         Pool {
             destination,
             settings,
             idle: Mutex::new(Idle::default()),
-            stale_resends: AtomicUsize::new(0),
+            stale_resends,
         }
     }
 
@@ -200,7 +205,7 @@ impl Pool {
         error: BoxError,
     ) -> Result<Response<PooledBody>, BoxError> {
         tracing::debug!(error = %error, "idle upstream connection was closed; reconnecting");
-        self.stale_resends.fetch_add(1, Ordering::Relaxed);
+        self.stale_resends.inc();
         let connection = self.connect().await?;
         self.try_send(connection, request)
             .await
@@ -408,8 +413,8 @@ impl Pool {
     }
 
     /// Requests sent again because the idle connection they were given had closed.
-    pub fn stale_resends(&self) -> usize {
-        self.stale_resends.load(Ordering::Relaxed)
+    pub fn stale_resends(&self) -> u64 {
+        self.stale_resends.get()
     }
 }
 

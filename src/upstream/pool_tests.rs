@@ -291,7 +291,11 @@ fn pool_for(config: &UpstreamConfig, settings: PoolSettings) -> Arc<Pool> {
     let mut tls = client_config(&config.tls).unwrap();
     tls.alpn_protocols = alpn_protocols();
     let destination = Destination::new(config, Arc::new(tls)).unwrap();
-    Arc::new(Pool::new(Arc::new(destination), settings))
+    Arc::new(Pool::new(
+        Arc::new(destination),
+        settings,
+        Counter::default(),
+    ))
 }
 
 fn pool(server: &TestServer, settings: PoolSettings) -> Arc<Pool> {
@@ -495,7 +499,14 @@ async fn a_request_an_idle_connection_never_took_is_sent_on_a_new_one() {
         ..ServerOptions::tls(&[H1])
     });
     let url = server.url("localhost");
-    let pool = pool(&server, PoolSettings::default());
+    // Built as a route's pools are, so the resend shows in the route's metric series.
+    let workers = crate::upstream::client::build_worker_clients(
+        "pool-test-stale",
+        &upstream(&url, &server.ca, false),
+        1,
+    )
+    .unwrap();
+    let pool = workers.get().clone();
     fetch(&pool, &url, "/").await.unwrap();
     settle().await;
     assert_eq!(pool.idle_http1(), 1);
@@ -513,6 +524,9 @@ async fn a_request_an_idle_connection_never_took_is_sent_on_a_new_one() {
         1,
         "the given-back request was sent again"
     );
+    assert!(crate::metrics::metrics()
+        .encode()
+        .contains("tango_gateway_upstream_stale_resends_total{route=\"pool-test-stale\"} 1\n"));
     assert_eq!(server.accepted(), 2);
     assert_eq!(server.seen().len(), 2);
 }
