@@ -206,10 +206,7 @@ impl Pool {
     ) -> Result<Response<PooledBody>, BoxError> {
         tracing::debug!(error = %error, "idle upstream connection was closed; reconnecting");
         self.stale_resends.inc();
-        let connection = self.connect().await?;
-        self.try_send(connection, request)
-            .await
-            .map_err(Unsent::into_error)
+        Arc::clone(self).on_new(request).await
     }
 
     async fn try_send(
