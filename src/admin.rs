@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use hyper::body::Incoming;
 use tokio::sync::watch;
 
 use crate::body::{full, ResponseBody};
+use crate::inbound::accept::Acceptor;
+use crate::inbound::connection;
 use crate::inbound::listener::stop_requested;
+use crate::inbound::workers::ServeSettings;
 use crate::reload::Live;
 
 /// What `/readyz` looks at.
@@ -124,26 +125,33 @@ fn route<B>(request: &Request<B>, readiness: &Readiness) -> Response<ResponseBod
     }
 }
 
+/// Connections the admin listener serves at once: probes and scrapes need a handful, and
+/// a flood on the admin port must not take the descriptors the inbound side needs.
+pub const ADMIN_MAX_CONNECTIONS: usize = 256;
+
 /// Serves the admin endpoints until `shutdown` turns true (after the inbound side drained,
-/// so `/readyz` answers 503 throughout the drain).
+/// so `/readyz` answers 503 throughout the drain). Connections get the inbound side's head
+/// and idle limits, and the same accept loop (cap, back-off when out of descriptors).
 pub async fn serve(
-    listener: TcpListener,
+    mut acceptor: Acceptor,
     readiness: Arc<Readiness>,
+    settings: ServeSettings,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let builder = Arc::new(settings.builder());
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _peer)) = accepted else { continue };
+            (stream, peer, slot) = acceptor.next() => {
                 let readiness = readiness.clone();
                 let builder = builder.clone();
+                let stopped = shutdown.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
-                        let response = route(&request, &readiness);
-                        async move { Ok::<_, Infallible>(response) }
+                    let _slot = slot;
+                    let service = tower::service_fn(move |request: Request<Incoming>| {
+                        std::future::ready(Ok::<_, Infallible>(route(&request, &readiness)))
                     });
-                    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                    connection::serve(builder, stream, service, settings.limits, stopped, peer)
+                        .await;
                 });
             }
             _ = stop_requested(&mut shutdown) => break,

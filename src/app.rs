@@ -9,6 +9,9 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{self, Readiness};
 use crate::config::Config;
+use crate::inbound::accept::{effective_max_connections, Acceptor, ConnectionLimit};
+use crate::inbound::connection::ConnectionLimits;
+use crate::inbound::limit::InFlightLimitLayer;
 use crate::inbound::listener;
 use crate::inbound::workers::{self, ServeSettings, Workers};
 use crate::metrics::metrics;
@@ -56,18 +59,21 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
 pub async fn start(config: Config) -> Result<Running, StartError> {
     tls::provider();
     let config = Arc::new(config);
-    let routing = stack::build_routing(&config, None)?;
+    // The concurrency limit outlives reloads: every generation's routes share it.
+    let capacity = InFlightLimitLayer::new(config.inbound.max_concurrent_requests);
+    let routing = stack::build_routing(&config, None, &capacity)?;
     // The first token of each credential is fetched now; /readyz waits for it.
     let live = Arc::new(Live::new(Generation::start(1, config.clone(), routing)));
     metrics().set_client_certs(&config);
     metrics().config_generation.set(1);
     // The front (limits, logging, error mapping) stays; what is behind it is reloadable.
-    let service = stack::front(
-        config.inbound.max_concurrent_requests,
-        LiveService::new(live.clone()),
-    );
+    let service = stack::front(LiveService::new(live.clone()));
     let settings = ServeSettings {
-        header_read_timeout: config.inbound.header_read_timeout,
+        limits: ConnectionLimits {
+            header_read_timeout: config.inbound.header_read_timeout,
+            idle_timeout: config.inbound.idle_timeout,
+        },
+        http2_max_concurrent_streams: config.inbound.http2_max_concurrent_streams,
         shutdown_grace: config.shutdown_grace,
     };
     let workers = Workers::start(workers::default_count(), &service, settings)
@@ -90,13 +96,28 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         })?;
     let readiness = Arc::new(Readiness::new(live.clone()));
     let (stop_reloader, reloader_stopped) = watch::channel(false);
-    let (reloads, reloader) = reload::spawn(live.clone(), config.clone(), reloader_stopped);
+    let (reloads, reloader) =
+        reload::spawn(live.clone(), config.clone(), capacity, reloader_stopped);
     let (stop_inbound, inbound_stopped) = watch::channel(false);
     let (stop_admin, admin_stopped) = watch::channel(false);
-    let inbound = tokio::spawn(listener::serve(inbound_listener, workers, inbound_stopped));
-    let admin = tokio::spawn(admin::serve(
+    let inbound_acceptor = Acceptor::new(
+        inbound_listener,
+        ConnectionLimit::new(effective_max_connections(
+            "inbound.max_connections",
+            config.inbound.max_connections,
+        )),
+        "listen",
+    );
+    let admin_acceptor = Acceptor::new(
         admin_listener,
+        ConnectionLimit::new(admin::ADMIN_MAX_CONNECTIONS),
+        "admin.listen",
+    );
+    let inbound = tokio::spawn(listener::serve(inbound_acceptor, workers, inbound_stopped));
+    let admin = tokio::spawn(admin::serve(
+        admin_acceptor,
         readiness.clone(),
+        settings,
         admin_stopped,
     ));
     tracing::info!(

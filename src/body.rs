@@ -1,19 +1,22 @@
 //! Body types: what goes upstream (`Payload`) and what goes back to the caller.
 //!
-//! Invariant: a request body is kept in memory only when a retry could need to send it again
-//! (`Payload::Buffered`); otherwise it streams, with the size limit enforced as it flows.
+//! Invariants: a request body is kept in memory only when a retry could need to send it
+//! again (`Payload::Buffered`); otherwise it streams, with the size limit and the per-chunk
+//! read timeout enforced as it flows. A caller's trailers are never passed on.
 
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 
-use crate::error::{find_cause, BoxError};
+use crate::error::{find_cause, BoxError, ErrorCode, GatewayError};
 
 /// Every response body the gateway sends: Tango's streamed through, or its own JSON.
 pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -47,13 +50,104 @@ pub enum Payload {
         sent: bool,
     },
     /// Streamed from the caller; can be sent once only.
-    Streaming {
-        body: Limited<Incoming>,
-        /// Set when the stream passed the size limit. The limit error itself may not survive
-        /// the trip through the client (h2 turns it into a stream reset), so it is recorded
-        /// here for the layer that answers 413.
-        overflow: Arc<AtomicBool>,
-    },
+    Streaming(Box<CallerStream>),
+}
+
+/// A request body streamed from the caller as the upstream reads it.
+#[derive(Debug)]
+pub struct CallerStream {
+    body: Limited<Incoming>,
+    /// The longest wait for the next chunk (`inbound.body_read_timeout`).
+    stall_limit: Duration,
+    /// Armed while the caller is silent; reset when a chunk arrives.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    progressed: bool,
+    fault: Arc<StreamFault>,
+}
+
+/// Why a streamed body failed, recorded for the layer that answers the caller: the error
+/// itself may not survive the trip through the client (h2 turns it into a stream reset).
+#[derive(Debug, Default)]
+pub struct StreamFault(AtomicU8);
+
+impl StreamFault {
+    const OVERFLOW: u8 = 1;
+    const STALLED: u8 = 2;
+
+    fn set(&self, fault: u8) {
+        self.0.store(fault, Ordering::Release);
+    }
+
+    /// The gateway error to answer for the fault, if the stream had one.
+    pub fn error(&self, max_body_bytes: u64) -> Option<GatewayError> {
+        match self.0.load(Ordering::Acquire) {
+            Self::OVERFLOW => Some(GatewayError::new(
+                ErrorCode::BodyTooLarge,
+                format!("request body larger than {max_body_bytes} bytes"),
+            )),
+            Self::STALLED => Some(body_stalled()),
+            _ => None,
+        }
+    }
+}
+
+/// The answer to a caller whose request body stopped arriving (§12).
+pub fn body_stalled() -> GatewayError {
+    GatewayError::new(
+        ErrorCode::RequestTimeout,
+        "the request body stopped arriving (inbound.body_read_timeout)",
+    )
+}
+
+impl CallerStream {
+    pub fn new(body: Limited<Incoming>, stall_limit: Duration, fault: Arc<StreamFault>) -> Self {
+        CallerStream {
+            body,
+            stall_limit,
+            stall: None,
+            progressed: false,
+            fault,
+        }
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                self.progressed = true;
+                if frame.is_trailers() {
+                    // Trailers come last: the body ends here, without them.
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(err))) => {
+                if find_cause::<LengthLimitError>(&*err).is_some() {
+                    self.fault.set(StreamFault::OVERFLOW);
+                }
+                Poll::Ready(Some(Err(err)))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let deadline = tokio::time::Instant::now() + self.stall_limit;
+                let stall = match &mut self.stall {
+                    Some(stall) => {
+                        if std::mem::take(&mut self.progressed) {
+                            stall.as_mut().reset(deadline);
+                        }
+                        stall
+                    }
+                    None => self
+                        .stall
+                        .insert(Box::pin(tokio::time::sleep_until(deadline))),
+                };
+                if stall.as_mut().poll(cx).is_ready() {
+                    self.fault.set(StreamFault::STALLED);
+                    return Poll::Ready(Some(Err(body_stalled().into())));
+                }
+                Poll::Pending
+            }
+        }
+    }
 }
 
 impl Payload {
@@ -73,7 +167,7 @@ impl Payload {
                 bytes: bytes.clone(),
                 sent: false,
             }),
-            Payload::Streaming { .. } => None,
+            Payload::Streaming(_) => None,
         }
     }
 
@@ -104,15 +198,7 @@ impl Body for Payload {
                     Poll::Ready(Some(Ok(Frame::data(bytes.clone()))))
                 }
             }
-            Payload::Streaming { body, overflow } => {
-                let polled = Pin::new(body).poll_frame(cx);
-                if let Poll::Ready(Some(Err(err))) = &polled {
-                    if find_cause::<LengthLimitError>(&**err).is_some() {
-                        overflow.store(true, Ordering::Release);
-                    }
-                }
-                polled
-            }
+            Payload::Streaming(stream) => stream.poll_frame(cx),
         }
     }
 
@@ -120,7 +206,7 @@ impl Body for Payload {
         match self {
             Payload::Empty => true,
             Payload::Buffered { sent, .. } => *sent,
-            Payload::Streaming { body, .. } => body.is_end_stream(),
+            Payload::Streaming(stream) => stream.body.is_end_stream(),
         }
     }
 
@@ -130,7 +216,7 @@ impl Body for Payload {
             Payload::Buffered { bytes, sent } => {
                 SizeHint::with_exact(if *sent { 0 } else { bytes.len() as u64 })
             }
-            Payload::Streaming { body, .. } => body.size_hint(),
+            Payload::Streaming(stream) => stream.body.size_hint(),
         }
     }
 }

@@ -31,6 +31,10 @@ pub enum ErrorCode {
     UpstreamUnreachable,
     UpstreamTls,
     UpstreamTimeout,
+    /// The caller's request body stalled past `inbound.body_read_timeout` (§12).
+    RequestTimeout,
+    /// A failure the gateway cannot classify: a bug, never retried, logged at warn.
+    Internal,
 }
 
 impl ErrorCode {
@@ -46,6 +50,8 @@ impl ErrorCode {
             }
             ErrorCode::UpstreamUnreachable | ErrorCode::UpstreamTls => StatusCode::BAD_GATEWAY,
             ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -63,6 +69,8 @@ impl ErrorCode {
             ErrorCode::UpstreamUnreachable => "gateway.upstream_unreachable",
             ErrorCode::UpstreamTls => "gateway.upstream_tls",
             ErrorCode::UpstreamTimeout => "gateway.upstream_timeout",
+            ErrorCode::RequestTimeout => "gateway.request_timeout",
+            ErrorCode::Internal => "gateway.internal",
         }
     }
 }

@@ -67,6 +67,12 @@ pub struct ReloadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// The listener's config key: `listen` or `admin.listen`.
+    pub listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CredentialLabels {
     pub credential: String,
 }
@@ -88,6 +94,7 @@ pub struct Metrics {
     pub config_generation: Gauge,
     pub token_store_up: Family<StoreLabels, Gauge>,
     pub token_store_errors: Family<StoreOperationLabels, Counter>,
+    pub connections_refused: Family<ListenerLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -195,6 +202,12 @@ impl Metrics {
             "Token store operations that failed or timed out, by store and operation",
             token_store_errors.clone(),
         );
+        let connections_refused = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at accept because the listener had max_connections open",
+            connections_refused.clone(),
+        );
         Metrics {
             registry: root,
             requests,
@@ -211,6 +224,7 @@ impl Metrics {
             config_generation,
             token_store_up,
             token_store_errors,
+            connections_refused,
         }
     }
 
@@ -250,6 +264,13 @@ impl Metrics {
             .get_or_create(&ReloadLabels {
                 outcome: outcome.to_owned(),
             })
+            .inc();
+    }
+
+    /// Counts a connection closed at accept for being over its listener's cap.
+    pub fn count_refused_connection(&self, listener: &'static str) {
+        self.connections_refused
+            .get_or_create(&ListenerLabels { listener })
             .inc();
     }
 

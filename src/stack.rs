@@ -17,7 +17,7 @@ use crate::access_log::AccessLogLayer;
 use crate::auth::oauth::TokenSources;
 use crate::auth::{AuthorizeLayer, Credentials, CredentialsSetupError};
 use crate::body::ResponseBody;
-use crate::config::{Config, ForwardedForMode, RouteConfig};
+use crate::config::{Config, ForwardedForMode, InboundConfig, RouteConfig};
 use crate::context::RequestContext;
 use crate::error::{BoxError, ErrorCode, GatewayError};
 use crate::headers::{clean_request_headers, forwarded, CALLER_CREDENTIALS};
@@ -70,9 +70,10 @@ pub struct Gateway {
 
 /// Builds the service that answers every inbound request of one configuration.
 pub fn build(config: &Config) -> Result<Gateway, BuildError> {
-    let routing = build_routing(config, None)?;
+    let capacity = InFlightLimitLayer::new(config.inbound.max_concurrent_requests);
+    let routing = build_routing(config, None, &capacity)?;
     Ok(Gateway {
-        service: front(config.inbound.max_concurrent_requests, routing.service),
+        service: front(routing.service),
         tokens: routing.tokens,
     })
 }
@@ -89,17 +90,19 @@ pub struct Routing {
 
 /// Builds the reloadable part of the stack. `previous` (on reload) lends its tokens, DPoP
 /// nonces and ephemeral DPoP keys to credentials that did not change, so a reload costs no
-/// token request.
+/// token request. `capacity` is the process-wide concurrency limit, shared by every route
+/// of every generation.
 pub fn build_routing(
     config: &Config,
     previous: Option<&TokenSources>,
+    capacity: &InFlightLimitLayer,
 ) -> Result<Routing, BuildError> {
     let mut tokens = TokenSources::new(&config.token_cache, previous);
     let routes = config
         .routes
         .iter()
         .enumerate()
-        .map(|(index, route)| route_stack(index, route, config.inbound.max_body_bytes, &mut tokens))
+        .map(|(index, route)| route_stack(index, route, &config.inbound, capacity, &mut tokens))
         .collect::<Result<Vec<_>, _>>()?;
     tokens.forget_previous();
     // Behind an Arc: the stack (and so this filter) is cloned for every request.
@@ -125,9 +128,8 @@ pub fn build_routing(
     })
 }
 
-/// The outer layers every request passes whatever the configuration generation: they hold
-/// process-wide state (the concurrency limit) and must not be rebuilt by a reload.
-pub fn front<S>(max_concurrent_requests: usize, routing: S) -> GatewayService
+/// The outer layers every request passes whatever the configuration generation.
+pub fn front<S>(routing: S) -> GatewayService
 where
     S: Service<Request<Incoming>, Response = Response<ResponseBody>, Error = BoxError>
         + Clone
@@ -144,8 +146,6 @@ where
         .layer(AccessLogLayer)
         // The only place errors become answers.
         .layer(RescueLayer)
-        // Beyond max_concurrent_requests answer 503 at once instead of queueing.
-        .layer(InFlightLimitLayer::new(max_concurrent_requests))
         .service(routing);
     BoxCloneService::new(service)
 }
@@ -155,7 +155,8 @@ where
 fn route_stack(
     index: usize,
     route: &RouteConfig,
-    max_body_bytes: u64,
+    inbound: &InboundConfig,
+    capacity: &InFlightLimitLayer,
     tokens: &mut TokenSources,
 ) -> Result<RouteService, BuildError> {
     let name = route.name.clone();
@@ -192,12 +193,19 @@ fn route_stack(
         route.retry.clone(),
     ));
     let service = ServiceBuilder::new()
-        // Size limit; the body is kept in memory only if a retry could resend it.
+        // Size limit and per-chunk read timeout; the body is kept in memory only if a retry
+        // could resend it.
         .layer(PrepareBodyLayer {
-            max_body_bytes,
+            max_body_bytes: inbound.max_body_bytes,
+            body_read_timeout: inbound.body_read_timeout,
             buffer: replayable,
             deadline: upstream.deadline,
         })
+        // Beyond max_concurrent_requests answer 503 at once instead of queueing. Below the
+        // body: a request whose buffered body has not arrived holds no permit, so stalled
+        // uploads cannot take capacity from other callers (a streamed body takes its permit
+        // as it starts to flow, each chunk bounded by body_read_timeout).
+        .layer(capacity.clone())
         // The absolute upstream URI, fixed before any attempt (a DPoP `htu` must match it).
         .filter(move |request| target.retarget(request))
         .retry(RetryPolicy::new(retry))

@@ -21,6 +21,14 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
+/// The longest wait for each chunk of a request body (§12): a stalled upload is answered 408.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a keep-alive or h2 connection with no request in flight stays open (§12).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Inbound connections open at once; beyond, new ones are closed at once (§12).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Concurrent streams one h2c connection may open (§12).
+pub const DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS: u32 = 100;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -59,7 +67,15 @@ pub struct InboundConfig {
     /// Peers admitted at all; empty = deny all. A route's `sources` narrows this further.
     pub allow: Vec<IpNet>,
     pub max_body_bytes: u64,
+    /// From accept to a complete request head, protocol detection included; then for each
+    /// later request head from its first byte.
     pub header_read_timeout: Duration,
+    /// The longest wait for each chunk of a request body.
+    pub body_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub http2_max_concurrent_streams: u32,
     pub max_concurrent_requests: usize,
     pub reject_browser_requests: bool,
 }

@@ -152,6 +152,10 @@ pub struct RawInbound {
     pub allow: Option<Texts>,
     pub max_body_bytes: Option<u64>,
     pub header_read_timeout: Option<Text>,
+    pub body_read_timeout: Option<Text>,
+    pub idle_timeout: Option<Text>,
+    pub max_connections: Option<usize>,
+    pub http2_max_concurrent_streams: Option<u32>,
     pub max_concurrent_requests: Option<usize>,
     pub reject_browser_requests: Option<bool>,
 }

@@ -13,8 +13,9 @@ use super::errors::Problems;
 use super::fields::{choice, duration, optional, text};
 use super::model::{
     AdminConfig, Config, ForwardedForMode, InboundConfig, LogConfig, LogFormat, RetryConfig,
-    RouteConfig, TokenCacheConfig, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_SHUTDOWN_GRACE,
+    RouteConfig, TokenCacheConfig, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
+    DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_GRACE,
 };
 use super::net::parse_listen;
 use super::raw::{RawConfig, RawForwardedFor, RawInbound};
@@ -138,11 +139,44 @@ fn inbound(p: &mut Problems, raw: RawInbound) -> Option<InboundConfig> {
         &raw.header_read_timeout,
         DEFAULT_HEADER_READ_TIMEOUT,
     );
-    (max_body_bytes > 0 && max_concurrent_requests > 0).then_some(())?;
+    let body_read_timeout = duration(
+        p,
+        "inbound.body_read_timeout",
+        &raw.body_read_timeout,
+        DEFAULT_BODY_READ_TIMEOUT,
+    );
+    let idle_timeout = duration(
+        p,
+        "inbound.idle_timeout",
+        &raw.idle_timeout,
+        DEFAULT_IDLE_TIMEOUT,
+    );
+    let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        p.add("inbound.max_connections", "must be greater than zero");
+    }
+    let http2_max_concurrent_streams = raw
+        .http2_max_concurrent_streams
+        .unwrap_or(DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS);
+    if http2_max_concurrent_streams == 0 {
+        p.add(
+            "inbound.http2_max_concurrent_streams",
+            "must be greater than zero",
+        );
+    }
+    (max_body_bytes > 0
+        && max_concurrent_requests > 0
+        && max_connections > 0
+        && http2_max_concurrent_streams > 0)
+        .then_some(())?;
     Some(InboundConfig {
         allow: allow?,
         max_body_bytes,
         header_read_timeout: header_read_timeout?,
+        body_read_timeout: body_read_timeout?,
+        idle_timeout: idle_timeout?,
+        max_connections,
+        http2_max_concurrent_streams,
         max_concurrent_requests,
         reject_browser_requests: raw.reject_browser_requests.unwrap_or(true),
     })

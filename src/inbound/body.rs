@@ -1,16 +1,18 @@
 //! Request body preparation (PRODUCT.md §4.3, §6): size limit, and buffering only when a
 //! retry could need to send the body again.
 //!
-//! Invariant: no body larger than `max_body_bytes` reaches the upstream; a buffered body is
-//! complete before the first attempt starts.
+//! Invariants: no body larger than `max_body_bytes` reaches the upstream; a buffered body is
+//! complete before the first attempt starts (and before the request takes a concurrency
+//! permit: the limit layer sits below this one); no wait for a body chunk lasts longer than
+//! `body_read_timeout` (408, nothing sent when the body was buffered).
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
 use http::Request;
 use http_body::Body as _;
@@ -18,13 +20,15 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use tower::{Layer, Service};
 
-use crate::body::Payload;
+use crate::body::{body_stalled, CallerStream, Payload, StreamFault};
 use crate::error::{find_cause, BoxError, ErrorCode, GatewayError};
 use crate::retry::policy::Deadline;
 
 #[derive(Debug, Clone, Copy)]
 pub struct PrepareBodyLayer {
     pub max_body_bytes: u64,
+    /// The longest wait for each chunk of the body (`inbound.body_read_timeout`).
+    pub body_read_timeout: Duration,
     /// True when the route may send a request more than once.
     pub buffer: bool,
     /// The route's total time budget for all attempts and waits.
@@ -53,6 +57,54 @@ fn too_large(limit: u64) -> BoxError {
         format!("request body larger than {limit} bytes"),
     )
     .into()
+}
+
+/// Reads a whole body into memory, waiting at most `stall_limit` for each chunk. Trailers
+/// are read and dropped: a caller's trailers are never passed on.
+async fn read_whole(
+    body: Incoming,
+    max_body_bytes: u64,
+    stall_limit: Duration,
+) -> Result<Bytes, BoxError> {
+    let limit = usize::try_from(max_body_bytes).unwrap_or(usize::MAX);
+    let mut body = Limited::new(body, limit);
+    // Most bodies arrive as one chunk: kept as it is, copied only when a second one comes.
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    loop {
+        let frame = match tokio::time::timeout(stall_limit, body.frame()).await {
+            Err(_) => return Err(body_stalled().into()),
+            Ok(None) => break,
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(err))) if find_cause::<LengthLimitError>(&*err).is_some() => {
+                return Err(too_large(max_body_bytes))
+            }
+            Ok(Some(Err(_))) => {
+                return Err(GatewayError::new(
+                    ErrorCode::BadRequest,
+                    "the request body could not be read",
+                )
+                .into())
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        match (&mut joined, first.take()) {
+            (Some(joined), _) => joined.extend_from_slice(&data),
+            (None, None) => first = Some(data),
+            (None, Some(earlier)) => {
+                let mut both = BytesMut::with_capacity(earlier.len() + data.len());
+                both.extend_from_slice(&earlier);
+                both.extend_from_slice(&data);
+                joined = Some(both);
+            }
+        }
+    }
+    Ok(match joined {
+        Some(joined) => joined.freeze(),
+        None => first.unwrap_or_default(),
+    })
 }
 
 impl<S> Service<Request<Incoming>> for PrepareBody<S>
@@ -89,32 +141,25 @@ where
             {
                 parts.extensions.insert(Deadline(deadline));
             }
-            let limit = usize::try_from(settings.max_body_bytes).unwrap_or(usize::MAX);
             let payload = if body.is_end_stream() {
                 Payload::Empty
             } else if settings.buffer {
-                match Limited::new(body, limit).collect().await {
-                    Ok(collected) => Payload::buffered(collected.to_bytes()),
-                    Err(err) if find_cause::<LengthLimitError>(&*err).is_some() => {
-                        return Err(too_large(settings.max_body_bytes))
-                    }
-                    Err(_) => {
-                        return Err(GatewayError::new(
-                            ErrorCode::BadRequest,
-                            "the request body could not be read",
-                        )
-                        .into())
-                    }
-                }
+                Payload::buffered(
+                    read_whole(body, settings.max_body_bytes, settings.body_read_timeout).await?,
+                )
             } else {
-                let overflow = Arc::new(AtomicBool::new(false));
-                let payload = Payload::Streaming {
-                    body: Limited::new(body, limit),
-                    overflow: overflow.clone(),
-                };
+                let limit = usize::try_from(settings.max_body_bytes).unwrap_or(usize::MAX);
+                let fault = Arc::new(StreamFault::default());
+                let payload = Payload::Streaming(Box::new(CallerStream::new(
+                    Limited::new(body, limit),
+                    settings.body_read_timeout,
+                    fault.clone(),
+                )));
                 let result = inner.call(Request::from_parts(parts, payload)).await;
-                if result.is_err() && overflow.load(Ordering::Acquire) {
-                    return Err(too_large(settings.max_body_bytes));
+                if result.is_err() {
+                    if let Some(fault) = fault.error(settings.max_body_bytes) {
+                        return Err(fault.into());
+                    }
                 }
                 return result;
             };

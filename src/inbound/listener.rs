@@ -1,45 +1,35 @@
-//! The inbound listener: accepts plain HTTP/1.1 and h2c connections on one port and hands
-//! each, tagged with its peer address, to a serving worker ([`super::workers`]).
+//! The inbound listener: accepts plain HTTP/1.1 and h2c connections on one port (under the
+//! connection cap, [`super::accept`]) and hands each, tagged with its peer address, to a
+//! serving worker ([`super::workers`]).
 //!
 //! Invariant: once shutdown starts no new connection is accepted; in-flight requests get
 //! up to the grace period to finish.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::Request;
 use hyper::body::Incoming;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
+use super::accept::Acceptor;
 use super::workers::Workers;
 use crate::context::RequestContext;
 use crate::stack::GatewayService;
 
-/// A pause after an accept error (e.g. out of file descriptors) so the loop cannot spin.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
-
-/// Accepts on `listener` until `shutdown` turns true, then lets the workers drain.
-pub async fn serve(listener: TcpListener, workers: Workers, mut shutdown: watch::Receiver<bool>) {
+/// Accepts on `acceptor` until `shutdown` turns true, then lets the workers drain.
+pub async fn serve(mut acceptor: Acceptor, workers: Workers, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    workers.hand_over(stream, peer);
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                }
-            },
+            (stream, peer, slot) = acceptor.next() => {
+                let _ = stream.set_nodelay(true);
+                workers.hand_over(stream, peer, slot);
+            }
             _ = stop_requested(&mut shutdown) => break,
         }
     }
-    drop(listener);
+    drop(acceptor);
     workers.drain().await;
 }
 
@@ -48,18 +38,16 @@ pub async fn serve(listener: TcpListener, workers: Workers, mut shutdown: watch:
 pub(super) fn tagged(
     service: GatewayService,
     peer: SocketAddr,
-) -> TowerToHyperService<
-    tower::util::MapRequest<
-        GatewayService,
-        impl FnMut(Request<Incoming>) -> Request<Incoming> + Clone + Send + Sync,
-    >,
+) -> tower::util::MapRequest<
+    GatewayService,
+    impl FnMut(Request<Incoming>) -> Request<Incoming> + Clone + Send + Sync,
 > {
-    TowerToHyperService::new(service.map_request(move |mut request: Request<Incoming>| {
+    service.map_request(move |mut request: Request<Incoming>| {
         request
             .extensions_mut()
             .insert(Arc::new(RequestContext::from_peer(peer)));
         request
-    }))
+    })
 }
 
 /// Resolves once `stop` is true (or its sender is gone, which also means stop).

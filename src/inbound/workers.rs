@@ -10,17 +10,19 @@
 //! stops, each worker finishes its connections (up to the grace period) before it ends.
 
 use std::cell::Cell;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use super::accept::ConnectionSlot;
+use super::connection::{self, ConnectionLimits};
 use super::listener::tagged;
 use crate::stack::GatewayService;
 
@@ -71,6 +73,8 @@ struct Accepted {
     peer: SocketAddr,
     /// Counts the connection in its worker's load until the connection ends.
     load: LoadGuard,
+    /// Its place under the listener's connection cap, given back when it ends.
+    slot: ConnectionSlot,
 }
 
 struct LoadGuard(Arc<AtomicUsize>);
@@ -98,8 +102,27 @@ pub struct Workers {
 /// What every worker's connections are served with.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeSettings {
-    pub header_read_timeout: Duration,
+    pub limits: ConnectionLimits,
+    pub http2_max_concurrent_streams: u32,
     pub shutdown_grace: Duration,
+}
+
+impl ServeSettings {
+    /// The HTTP/1.1 + h2c connection builder every connection of a listener is served with.
+    pub fn builder(&self) -> auto::Builder<TokioExecutor> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // Head and idle limits are kept by `connection::serve`; hyper's own header timer
+        // would also close idle keep-alive connections after it, so it is off.
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(None);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(self.http2_max_concurrent_streams);
+        builder
+    }
 }
 
 impl Workers {
@@ -140,7 +163,7 @@ impl Workers {
     }
 
     /// Hands `stream` to the worker with the fewest connections.
-    pub fn hand_over(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
+    pub fn hand_over(&self, stream: tokio::net::TcpStream, peer: SocketAddr, slot: ConnectionSlot) {
         let stream = match stream.into_std() {
             Ok(stream) => stream,
             Err(err) => {
@@ -160,7 +183,12 @@ impl Workers {
         // A worker ends only once its sender is dropped (in `drain`), short of a bug.
         if lane
             .connections
-            .send(Accepted { stream, peer, load })
+            .send(Accepted {
+                stream,
+                peer,
+                load,
+                slot,
+            })
             .is_err()
         {
             tracing::error!(peer = %peer, "serving worker gone; connection closed");
@@ -191,22 +219,25 @@ impl Workers {
     }
 }
 
-/// One worker: serves the connections it is handed until the acceptor is done, then drains.
+/// One worker: serves the connections it is handed until the acceptor is done, then asks
+/// each to finish gracefully and waits for them (up to the grace period).
 async fn serve_worker(
     mut incoming: mpsc::UnboundedReceiver<Accepted>,
     service: GatewayService,
     settings: ServeSettings,
 ) -> bool {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(settings.builder());
+    let (stop, stopped) = watch::channel(false);
+    // Every connection task holds a sender; `recv` returns `None` once all are gone.
+    let (alive, mut all_ended) = mpsc::channel::<Infallible>(1);
 
-    while let Some(Accepted { stream, peer, load }) = incoming.recv().await {
+    while let Some(Accepted {
+        stream,
+        peer,
+        load,
+        slot,
+    }) = incoming.recv().await
+    {
         let stream = match tokio::net::TcpStream::from_std(stream) {
             Ok(stream) => stream,
             Err(err) => {
@@ -216,22 +247,18 @@ async fn serve_worker(
         };
         let service = tagged(service.clone(), peer);
         let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let stopped = stopped.clone();
+        let alive = alive.clone();
         tokio::spawn(async move {
-            let _load = load;
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(err) = watcher.watch(connection).await {
-                tracing::debug!(peer = %peer, error = %err, "inbound connection ended with an error");
-            }
+            let _held = (load, slot, alive);
+            connection::serve(builder, stream, service, settings.limits, stopped, peer).await;
         });
     }
-    drain(graceful, settings.shutdown_grace).await
-}
-
-async fn drain(graceful: GracefulShutdown, grace: Duration) -> bool {
+    let _ = stop.send(true);
+    drop(alive);
     tokio::select! {
-        _ = graceful.shutdown() => true,
-        _ = tokio::time::sleep(grace) => false,
+        _ = all_ended.recv() => true,
+        _ = tokio::time::sleep(settings.shutdown_grace) => false,
     }
 }
 

@@ -26,6 +26,7 @@ pub use live::{Generation, Live, LiveService};
 
 use crate::certs::expiry::ExpiryWarnings;
 use crate::config::{self, Config, ConfigErrors};
+use crate::inbound::limit::InFlightLimitLayer;
 use crate::inbound::listener::stop_requested;
 use crate::metrics::metrics;
 use crate::stack::{self, BuildError};
@@ -87,10 +88,12 @@ impl ReloadHandle {
 pub fn spawn(
     live: Arc<Live>,
     startup: Arc<Config>,
+    capacity: InFlightLimitLayer,
     stop: watch::Receiver<bool>,
 ) -> (ReloadHandle, JoinHandle<()>) {
     let (requests, received) = mpsc::channel(4);
     let reloader = Reloader {
+        capacity,
         path: startup.source.clone(),
         files: Vec::new(),
         seen: None,
@@ -104,6 +107,8 @@ pub fn spawn(
 
 struct Reloader {
     live: Arc<Live>,
+    /// The process-wide concurrency limit every generation's routes share.
+    capacity: InFlightLimitLayer,
     /// Settings only a restart applies are compared with these.
     startup: Arc<Config>,
     path: PathBuf,
@@ -201,12 +206,11 @@ impl Reloader {
         self.seen = Some(seen);
         let config = loaded.map_err(ReloadError::Config)?;
         warn_restart_only_changes(&self.startup, &config);
-        let routing = stack::build_routing(&config, Some(&current.tokens)).map_err(|source| {
-            ReloadError::Build {
+        let routing = stack::build_routing(&config, Some(&current.tokens), &self.capacity)
+            .map_err(|source| ReloadError::Build {
                 file: self.path.clone(),
                 source,
-            }
-        })?;
+            })?;
         let next = Generation::start(current.number + 1, Arc::new(config), routing);
         if !next.tokens.settled(FIRST_TOKEN_WAIT).await {
             tracing::warn!(
@@ -246,8 +250,29 @@ fn warn_restart_only_changes(startup: &Config, next: &Config) {
     if startup.inbound.max_concurrent_requests != next.inbound.max_concurrent_requests {
         keys.push("inbound.max_concurrent_requests");
     }
-    if startup.inbound.header_read_timeout != next.inbound.header_read_timeout {
-        keys.push("inbound.header_read_timeout");
+    let (a, b) = (&startup.inbound, &next.inbound);
+    for (changed, key) in [
+        (
+            a.header_read_timeout != b.header_read_timeout,
+            "inbound.header_read_timeout",
+        ),
+        (
+            a.body_read_timeout != b.body_read_timeout,
+            "inbound.body_read_timeout",
+        ),
+        (a.idle_timeout != b.idle_timeout, "inbound.idle_timeout"),
+        (
+            a.max_connections != b.max_connections,
+            "inbound.max_connections",
+        ),
+        (
+            a.http2_max_concurrent_streams != b.http2_max_concurrent_streams,
+            "inbound.http2_max_concurrent_streams",
+        ),
+    ] {
+        if changed {
+            keys.push(key);
+        }
     }
     if startup.shutdown_grace != next.shutdown_grace {
         keys.push("shutdown_grace");

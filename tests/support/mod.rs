@@ -110,6 +110,8 @@ pub struct Setup {
     tls: Tls,
     max_body_bytes: Option<u64>,
     max_concurrent_requests: Option<usize>,
+    /// Further `inbound` keys, written as given.
+    inbound: BTreeMap<String, String>,
     wrong_key: bool,
     fake_tls12_only: bool,
     oauth: Option<OAuth>,
@@ -143,6 +145,7 @@ impl Setup {
             tls: Tls::Mtls,
             max_body_bytes: None,
             max_concurrent_requests: None,
+            inbound: BTreeMap::new(),
             wrong_key: false,
             fake_tls12_only: false,
             oauth: None,
@@ -198,6 +201,12 @@ impl Setup {
         self.max_concurrent_requests = Some(max);
         self
     }
+    /// Sets `inbound.<key>` (e.g. `body_read_timeout`, `"500ms"`).
+    pub fn inbound(mut self, key: &str, value: &str) -> Self {
+        self.inbound.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
     pub fn max_body_bytes(mut self, bytes: u64) -> Self {
         self.max_body_bytes = Some(bytes);
         self
@@ -351,6 +360,9 @@ impl Setup {
         }
         if let Some(max) = self.max_concurrent_requests {
             y += &format!("  max_concurrent_requests: {max}\n");
+        }
+        for (k, v) in &self.inbound {
+            y += &format!("  {k}: {v}\n");
         }
         y += &format!("forwarded_for:\n  mode: {}\n", self.xff_mode);
         if let Some(ip) = &self.xff_static_ip {

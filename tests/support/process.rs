@@ -36,11 +36,28 @@ impl Process {
 
     /// Starts with extra environment variables (e.g. `RUST_LOG`, `SSL_CERT_FILE`).
     pub async fn start_with_env<V: AsRef<OsStr>>(config: &Path, env: &[(&str, V)]) -> Process {
+        let mut command = Command::new(BIN);
+        command.args(["run", "--config"]).arg(config);
+        Self::spawn(command, env).await
+    }
+
+    /// Starts with `RLIMIT_NOFILE` (soft and hard) set to `limit` for the gateway alone.
+    pub async fn start_with_open_file_limit(config: &Path, limit: u32) -> Process {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!(
+                "ulimit -n {limit} && exec \"$0\" run --config \"$1\""
+            ))
+            .arg(BIN)
+            .arg(config);
+        Self::spawn::<&str>(command, &[]).await
+    }
+
+    async fn spawn<V: AsRef<OsStr>>(mut command: Command, env: &[(&str, V)]) -> Process {
         // Waited for by `Drop` (kill + wait), which clippy cannot see.
         #[allow(clippy::zombie_processes)]
-        let mut child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(config)
+        let mut child = command
             .env_remove("RUST_LOG")
             .envs(env.iter().map(|(k, v)| (*k, v)))
             .stdout(Stdio::piped())
@@ -84,6 +101,10 @@ impl Process {
             .unwrap();
         assert!(status.success());
         let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn output(&self) -> Vec<String> {
