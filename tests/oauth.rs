@@ -493,20 +493,6 @@ async fn api_nonce_round_trip_keeps_the_token() {
 }
 
 #[tokio::test]
-async fn a_bearer_answer_is_followed_although_dpop_is_configured() {
-    let h = start(OAuth {
-        bearer_only: true,
-        ..OAuth::default()
-    })
-    .await;
-    assert_eq!(h.get("/raas/v2/catalogs").await.status, 200);
-    let seen = api_requests(&h);
-    let (scheme, _) = presented_token(&seen[0]);
-    assert_eq!(scheme, "Bearer");
-    assert!(seen[0].header("dpop").is_none());
-}
-
-#[tokio::test]
 async fn plain_bearer_without_dpop() {
     let h = start(OAuth {
         dpop: None,

@@ -43,6 +43,8 @@ pub enum Hint {
     TokenEndpointDown,
     /// The token is DPoP-bound but no DPoP key is configured, or a proof cannot be made.
     DpopKey,
+    /// The token endpoint issues Bearer tokens to a client configured for DPoP.
+    DpopNotIssued,
     /// Tango's ALB refused `X-Forwarded-For`.
     XffRejected,
     /// `401` from the API.
@@ -139,6 +141,11 @@ impl fmt::Display for Hint {
             Hint::DpopKey => {
                 "check oauth2.dpop: Tango binds tokens to a DPoP key, so a key_file (P-256 \
                  PKCS#8, `tango-gateway dpop keygen`) or ephemeral: true is required"
+            }
+            Hint::DpopNotIssued => {
+                "the authorization server must issue DPoP-bound tokens (token_type DPoP) to this \
+                 client: enable DPoP for it there, or remove oauth2.dpop if this API takes \
+                 Bearer tokens; a Bearer token is never used on a DPoP route"
             }
             Hint::XffRejected => {
                 "Tango's AWS ALB refused X-Forwarded-For: it must hold bare IPs, no ports; check \

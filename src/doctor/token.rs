@@ -85,6 +85,9 @@ pub fn fetch_hint(err: &FetchError) -> Hint {
     if !err.is_permanent() {
         return Hint::TokenEndpointDown;
     }
+    if matches!(err, FetchError::Unusable(_)) {
+        return Hint::DpopNotIssued;
+    }
     if text.contains("TLS") {
         return Hint::TokenEndpointTls;
     }
@@ -141,6 +144,11 @@ mod tests {
         let err =
             permanent("the token endpoint issued a DPoP-bound token but no dpop key is configured");
         assert_eq!(fetch_hint(&err), Hint::DpopKey);
+        let err = FetchError::Unusable(
+            "the token endpoint answered token_type Bearer; this route requires DPoP-bound tokens"
+                .to_owned(),
+        );
+        assert_eq!(fetch_hint(&err), Hint::DpopNotIssued, "not the missing-key hint");
     }
 
     #[test]

@@ -168,6 +168,20 @@ impl FakeTango {
         self.with_oauth(AuthServer::revoke);
     }
 
+    /// While on, the API answers `401 invalid_token` to every request, tokens issued later
+    /// included (a client disabled at Tango); token requests are still served and counted.
+    pub fn set_refuse_all_tokens(&self, on: bool) {
+        self.with_oauth(|server| server.set_refuse_all(on));
+    }
+
+    /// While on, the token endpoint answers `token_type: Bearer` with an unbound token even
+    /// when DPoP is expected (a misconfigured authorization server), like
+    /// [`OAuthServerOptions::bearer_only`](crate::sandbox::OAuthServerOptions::bearer_only)
+    /// but switchable while the gateway runs.
+    pub fn set_bearer_only(&self, on: bool) {
+        self.with_oauth(|server| server.set_bearer_only(on));
+    }
+
     /// A new server nonce for both endpoints; the old one is refused from now on.
     pub fn rotate_nonce(&self) {
         self.with_oauth(AuthServer::rotate_nonce);

@@ -120,6 +120,8 @@ pub(super) enum Rejection {
     KeyMismatch,
     #[error("the proof's jti was seen within the last 120 s")]
     Replay,
+    #[error("the API refuses every token (test switch)")]
+    RefusingAll,
 }
 
 /// The authorization server's state: options, signing key, nonce, counters, pending faults.
@@ -132,6 +134,9 @@ pub(super) struct AuthServer {
     replay: ReplayCache,
     faults: VecDeque<(TokenFault, usize)>,
     down: bool,
+    /// The API refuses every token, even one issued a moment ago (as Tango would once it
+    /// has disabled the client).
+    refuse_all: bool,
     token_requests: usize,
     tokens_issued: usize,
     last_rejection: Option<String>,
@@ -147,6 +152,7 @@ impl AuthServer {
             replay: ReplayCache::new(),
             faults: VecDeque::new(),
             down: false,
+            refuse_all: false,
             token_requests: 0,
             tokens_issued: 0,
             last_rejection: None,
@@ -182,6 +188,17 @@ impl AuthServer {
 
     pub(super) fn set_down(&mut self, down: bool) {
         self.down = down;
+    }
+
+    /// While on, the API answers `401 invalid_token` to every request.
+    pub(super) fn set_refuse_all(&mut self, on: bool) {
+        self.refuse_all = on;
+    }
+
+    /// While on, the token endpoint answers `token_type: Bearer` with an unbound token,
+    /// whatever proof was sent (as [`OAuthServerOptions::bearer_only`]).
+    pub(super) fn set_bearer_only(&mut self, on: bool) {
+        self.options.issue_bearer = on;
     }
 
     /// Every token issued so far is refused from now on.

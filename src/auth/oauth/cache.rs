@@ -9,7 +9,10 @@
 //! - after a failed fetch, callers without a usable token are answered at once (no queue of
 //!   callers hanging on a dead token endpoint) and the next fetch waits out a backoff;
 //! - a `401` drops a token only if it is still the current one (compare-and-drop), so a
-//!   burst of 401s for the same token causes one refresh;
+//!   burst of 401s for the same token causes one refresh, and at most once per
+//!   [`REFRESH_ON_401_INTERVAL`] ([`reject`]);
+//! - only a token of the credential's kind is ever current: DPoP-bound when a DPoP key is
+//!   configured, Bearer otherwise, whether fetched, inherited or read from a store;
 //! - with a shared store (Redis), one replica of the fleet fetches at a time (it holds the
 //!   store's refresh lock) and the others adopt its token from the store ([`refresh`]); a
 //!   token rejected here is never adopted back from the store;
@@ -18,6 +21,7 @@
 
 mod backoff;
 mod refresh;
+mod reject;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,6 +38,8 @@ use super::token::{AccessToken, Fingerprint};
 use crate::metrics::metrics;
 use backoff::backoff;
 use refresh::Refreshed;
+use reject::RefreshWindow;
+pub use reject::{Rejected, REFRESH_ON_401_INTERVAL};
 
 /// How long a caller with no usable token waits for the fetch in flight: the token request
 /// and one nonce round trip.
@@ -72,6 +78,9 @@ pub struct TokenSource {
     /// The last token the upstream refused: a shared store may still hold it, and adopting
     /// it back would make every replica refetch for it in turn.
     rejected: ArcSwapOption<Fingerprint>,
+    /// When a `401` last made this credential fetch: another 401 may not make it fetch
+    /// again within [`REFRESH_ON_401_INTERVAL`].
+    refresh_window: RefreshWindow,
 }
 
 impl std::fmt::Debug for TokenSource {
@@ -101,18 +110,33 @@ impl TokenSource {
             demand: Notify::new(),
             refresh_early: AtomicBool::new(false),
             rejected: ArcSwapOption::empty(),
+            refresh_window: RefreshWindow::default(),
         }
     }
 
     /// On reload: takes over `previous`'s token (same cache key) so a reload costs no token
     /// request and no caller waits. `secret_changed` asks for a fetch right away with the
     /// new secret, which shows at once whether the new secret works.
+    ///
+    /// Only a token of this credential's kind is taken, and the 401 refresh window carries
+    /// over too: Tango's rate limit does not reset on reload.
     pub fn inherit(&self, previous: &TokenSource, secret_changed: bool) {
-        if let Some(token) = previous.usable(SystemTime::now()) {
+        let token = previous
+            .usable(SystemTime::now())
+            .filter(|token| self.fits(token));
+        if let Some(token) = token {
             self.current.store(Some(token));
             self.status.send_replace(LastFetch::Succeeded);
         }
+        self.refresh_window.inherit(&previous.refresh_window);
         self.refresh_early.store(secret_changed, Ordering::SeqCst);
+    }
+
+    /// Whether `token` is of the kind this credential may send (a store shared with other
+    /// configurations, or written by an older gateway, could hold a Bearer token under a
+    /// DPoP credential's id: it must never be served).
+    fn fits(&self, token: &AccessToken) -> bool {
+        token.kind() == self.client.token_kind()
     }
 
     /// The OAuth settings this source fetches with (a reload compares secrets with them).
@@ -173,30 +197,13 @@ impl TokenSource {
         }
     }
 
-    /// The upstream refused `rejected` (401): drop it if it is still the current token and
-    /// ask for a new one. Returns whether this call dropped it.
-    pub fn reject(&self, rejected: &Arc<AccessToken>) -> bool {
-        // Remembered before the drop, so the refresher can never adopt it back from a
-        // shared store in between.
-        self.rejected.store(Some(Arc::new(rejected.fingerprint())));
-        let previous = self
-            .current
-            .compare_and_swap(&Some(rejected.clone()), None::<Arc<AccessToken>>);
-        let dropped = previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, rejected));
-        if dropped {
-            tracing::info!(
-                credential = %self.key,
-                "the upstream refused the current token (401); fetching a new one"
-            );
-            self.demand.notify_one();
-        }
-        dropped
-    }
-
     /// Why this credential makes the gateway not ready (§7), if it does.
     pub fn readiness_problem(&self, now: SystemTime) -> Option<String> {
         let usable = self.usable(now).is_some();
         match &*self.status.borrow() {
+            // Names the reason alone: the endpoint did not refuse the client, it answered
+            // with a token this route cannot use.
+            LastFetch::Failed(err @ FetchError::Unusable(_)) => Some(err.to_string()),
             LastFetch::Failed(err) if err.is_permanent() => {
                 Some(format!("the token endpoint refuses the credential: {err}"))
             }

@@ -4,9 +4,10 @@
 //! Invariants: no secret, token or answer body ever appears in an error or log line (errors
 //! carry the status and the OAuth `error` code only); a `use_dpop_nonce` answer is retried
 //! exactly once, with the nonce it supplied; failures are sorted into transient (retry soon)
-//! and permanent (the configuration is wrong: retry slowly, report not ready).
+//! and permanent (the configuration is wrong: retry slowly, report not ready); with DPoP
+//! configured, a token answer whose `token_type` is not `DPoP` is never turned into a token
+//! (a Bearer token would be sent unbound, exactly what DPoP is configured to prevent).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -45,13 +46,25 @@ pub enum FetchError {
     /// problem that retrying will not fix.
     #[error("{0}")]
     Permanent(String),
+    /// The endpoint issued a token this credential must never use (with DPoP configured, a
+    /// `token_type` other than `DPoP`). Permanent too: asking again gets the same answer
+    /// until the authorization server's client settings change.
+    #[error("{0}")]
+    Unusable(String),
 }
 
 impl FetchError {
     pub fn is_permanent(&self) -> bool {
-        matches!(self, FetchError::Permanent(_))
+        matches!(self, FetchError::Permanent(_) | FetchError::Unusable(_))
     }
 }
+
+/// Why a DPoP credential refuses a Bearer answer; `/readyz` and the log name it.
+const BEARER_FOR_DPOP: &str =
+    "the token endpoint answered token_type Bearer; this route requires DPoP-bound tokens";
+/// The same for a `token_type` that is neither (its text is not echoed: it is the server's).
+const UNKNOWN_FOR_DPOP: &str =
+    "the token endpoint answered an unknown token_type; this route requires DPoP-bound tokens";
 
 /// Fetches tokens for one credential.
 pub struct TokenClient {
@@ -60,8 +73,6 @@ pub struct TokenClient {
     dpop: Option<Arc<DpopKey>>,
     nonces: Arc<Nonces>,
     origin: String,
-    /// The Bearer-instead-of-DPoP warning is logged once per credential, not per refresh.
-    warned_bearer: AtomicBool,
 }
 
 impl std::fmt::Debug for TokenClient {
@@ -94,8 +105,43 @@ impl TokenClient {
             dpop,
             nonces,
             origin,
-            warned_bearer: AtomicBool::new(false),
         })
+    }
+
+    /// A client for `https://auth.example/oauth/token` (never contacted), DPoP-bound with
+    /// `dpop`, for tests of what happens around a fetch.
+    #[cfg(test)]
+    #[allow(clippy::unwrap_used)]
+    pub(crate) fn for_tests(dpop: Option<Arc<DpopKey>>) -> TokenClient {
+        use crate::config::TlsConfig;
+        // An explicit trust anchor: a test host may have no system CA store.
+        let ca = crate::pki::Ca::new("test CA").unwrap();
+        let config = OAuth2Config {
+            token_url: "https://auth.example/oauth/token".parse().unwrap(),
+            grant: OAuthGrant::ClientCredentials,
+            client_id: "client".to_owned(),
+            client_secret: SecretString::from("client-secret-do-not-log".to_owned()),
+            username: None,
+            password: None,
+            audience: Some("https://api.tangocard.com/".to_owned()),
+            scope: None,
+            client_auth: ClientAuthMethod::Post,
+            refresh_at: 0.8,
+            dpop: None,
+            tls: TlsConfig {
+                extra_roots: vec![ca.cert().cert_der.clone()],
+                ..TlsConfig::default()
+            },
+        };
+        TokenClient::new(Arc::new(config), dpop, Arc::default()).unwrap()
+    }
+
+    /// The only kind of token this credential may use: DPoP-bound when a key is configured.
+    pub fn token_kind(&self) -> TokenKind {
+        match self.dpop {
+            Some(_) => TokenKind::Dpop,
+            None => TokenKind::Bearer,
+        }
     }
 
     /// Requests a new token; a DPoP nonce challenge is answered once.
@@ -242,24 +288,22 @@ impl TokenClient {
             .and_then(Value::as_u64)
             .filter(|s| *s > 0)
             .ok_or_else(|| malformed("no positive integer expires_in"))?;
-        let kind = TokenKind::parse(token_type).ok_or_else(|| malformed("unknown token_type"))?;
-        match (kind, &self.dpop) {
-            (TokenKind::Bearer, Some(_)) if !self.warned_bearer.swap(true, Ordering::Relaxed) => {
-                tracing::warn!(
-                    token_url = %self.config.token_url,
-                    client_id = %self.config.client_id,
-                    "DPoP is configured but the token endpoint issued a Bearer token; \
-                     following its token_type and sending it as Bearer"
-                );
+        let kind = match (TokenKind::parse(token_type), &self.dpop) {
+            (Some(TokenKind::Dpop), Some(_)) => TokenKind::Dpop,
+            // Fail closed (§5, §12): using it would send the token unbound, as Bearer.
+            (Some(TokenKind::Bearer), Some(_)) => {
+                return Err(FetchError::Unusable(BEARER_FOR_DPOP.to_owned()))
             }
-            (TokenKind::Dpop, None) => {
+            (None, Some(_)) => return Err(FetchError::Unusable(UNKNOWN_FOR_DPOP.to_owned())),
+            (Some(TokenKind::Bearer), None) => TokenKind::Bearer,
+            (Some(TokenKind::Dpop), None) => {
                 return Err(FetchError::Permanent(
                     "the token endpoint issued a DPoP-bound token but no dpop key is configured"
                         .to_owned(),
                 ));
             }
-            _ => {}
-        }
+            (None, None) => return Err(malformed("unknown token_type")),
+        };
         AccessToken::new(
             SecretString::from(access_token.to_owned()),
             kind,
@@ -355,6 +399,61 @@ mod tests {
             None
         );
         assert_eq!(oauth_error_code(b"<html>"), None);
+    }
+
+    fn answer(token_type: &str) -> Vec<u8> {
+        serde_json::json!({
+            "access_token": "tok-do-not-log",
+            "token_type": token_type,
+            "expires_in": 300,
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    fn dpop_client() -> TokenClient {
+        TokenClient::for_tests(Some(Arc::new(DpopKey::generate().unwrap())))
+    }
+
+    #[test]
+    fn with_dpop_only_a_dpop_answer_becomes_a_token() {
+        let client = dpop_client();
+        assert_eq!(client.token_kind(), TokenKind::Dpop);
+        let now = SystemTime::now();
+        for token_type in ["DPoP", "dpop", "DPOP"] {
+            let token = client.parse_token(&answer(token_type), now).unwrap();
+            assert_eq!(token.kind(), TokenKind::Dpop);
+        }
+        for token_type in ["Bearer", "bearer", "BEARER"] {
+            let err = client.parse_token(&answer(token_type), now).unwrap_err();
+            assert_eq!(err, FetchError::Unusable(BEARER_FOR_DPOP.to_owned()));
+            assert!(err.is_permanent(), "retried slowly, reported not ready");
+        }
+        for token_type in ["mac", "", "N_A tok-do-not-log"] {
+            let err = client.parse_token(&answer(token_type), now).unwrap_err();
+            assert!(
+                matches!(err, FetchError::Unusable(_)),
+                "{token_type:?}: {err}"
+            );
+            assert!(!err.to_string().contains("tok-do-not-log"));
+        }
+    }
+
+    #[test]
+    fn without_dpop_a_bearer_answer_is_used_and_a_dpop_one_refused() {
+        let client = TokenClient::for_tests(None);
+        assert_eq!(client.token_kind(), TokenKind::Bearer);
+        let now = SystemTime::now();
+        let token = client.parse_token(&answer("bearer"), now).unwrap();
+        assert_eq!(token.kind(), TokenKind::Bearer);
+        assert!(client
+            .parse_token(&answer("DPoP"), now)
+            .unwrap_err()
+            .is_permanent());
+        assert!(!client
+            .parse_token(&answer("mac"), now)
+            .unwrap_err()
+            .is_permanent());
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //!
 //! Invariants: every attempt carries the current token and, with DPoP, a proof made for that
 //! attempt alone (new `jti`, its own `htu`, `ath`); a `401` is answered at most once by a
-//! nonce round trip and at most once by a new token; nothing here logs a token or proof.
+//! nonce round trip and at most once by a new token, and makes a credential fetch at most
+//! once per [`cache::REFRESH_ON_401_INTERVAL`]; a DPoP route never sends a token that is not
+//! DPoP-bound (nor a Bearer route a bound one); nothing here logs a token or proof.
 
 pub mod cache;
 pub mod client;
@@ -32,7 +34,7 @@ use crate::body::{clone_request, Payload, ResponseBody};
 use crate::context::RequestContext;
 use crate::error::{BoxError, ErrorCode, GatewayError};
 use crate::upstream::tls::TlsSetupError;
-use cache::TokenSource;
+use cache::{Rejected, TokenSource};
 use nonce::Nonces;
 use token::{AccessToken, TokenKind};
 
@@ -102,7 +104,12 @@ impl OAuthCredentials {
                     return Ok(response);
                 }
                 refresh_retry_left = false;
-                self.source.reject(&token);
+                match self.source.reject(&token) {
+                    // A 401 refreshed this credential moments ago (§12): Tango's answer
+                    // stands, and no token request is made for it.
+                    Rejected::RateLimited => return Ok(response),
+                    Rejected::Dropped | Rejected::AlreadyReplaced => {}
+                }
                 token = self.token().await?;
             }
             if let Some(context) = next.extensions().get::<Arc<RequestContext>>() {
@@ -130,13 +137,19 @@ impl OAuthCredentials {
         token: &AccessToken,
         origin: &str,
     ) -> Result<(), GatewayError> {
+        // The cache serves only tokens of the credential's kind; checked again here, before
+        // anything is set, because a Bearer token on a DPoP route would go out unbound.
+        let key = match (token.kind(), &self.dpop) {
+            (TokenKind::Dpop, Some(key)) => Some(key),
+            (TokenKind::Bearer, None) => None,
+            _ => return Err(token_kind_mismatch()),
+        };
         let headers = request.headers_mut();
         headers.insert(AUTHORIZATION, token.authorization().clone());
         headers.remove(DPOP_HEADER);
-        if token.kind() != TokenKind::Dpop {
+        let Some(key) = key else {
             return Ok(());
-        }
-        let key = self.dpop.as_ref().ok_or_else(proof_failure)?;
+        };
         let nonce = self.nonces.get(origin);
         let proof = key
             .proof_with_ath(
@@ -150,6 +163,13 @@ impl OAuthCredentials {
         request.headers_mut().insert(DPOP_HEADER, proof);
         Ok(())
     }
+}
+
+fn token_kind_mismatch() -> GatewayError {
+    GatewayError::new(
+        ErrorCode::CredentialsUnavailable,
+        "the cached OAuth token does not match this route's DPoP setting",
+    )
 }
 
 fn proof_failure() -> GatewayError {
@@ -175,7 +195,74 @@ fn is_nonce_challenge(headers: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::oauth::client::TokenClient;
+    use crate::auth::oauth::key::CacheKey;
+    use crate::auth::oauth::store::MemoryStore;
     use http::HeaderValue;
+    use secrecy::SecretString;
+
+    fn credentials(dpop: bool) -> OAuthCredentials {
+        let key = dpop.then(|| Arc::new(DpopKey::generate().unwrap()));
+        let client = TokenClient::for_tests(key.clone());
+        let cache_key = CacheKey::new(client.config(), key.as_ref().map(|k| k.thumbprint()));
+        OAuthCredentials {
+            source: Arc::new(TokenSource::new(
+                cache_key,
+                0.8,
+                client,
+                Arc::new(MemoryStore),
+            )),
+            dpop: key,
+            nonces: Arc::default(),
+        }
+    }
+
+    fn token(kind: TokenKind) -> AccessToken {
+        let now = SystemTime::now();
+        let lifetime = std::time::Duration::from_secs(300);
+        AccessToken::new(
+            SecretString::from("tok".to_owned()),
+            kind,
+            now,
+            now + lifetime,
+        )
+        .unwrap()
+    }
+
+    fn api_request() -> Request<Payload> {
+        let mut request = Request::new(Payload::buffered(bytes::Bytes::new()));
+        *request.uri_mut() = "https://api.example/raas/v2/catalogs".parse().unwrap();
+        request
+    }
+
+    #[test]
+    fn a_token_of_the_wrong_kind_is_never_presented() {
+        for (dpop, kind) in [(true, TokenKind::Bearer), (false, TokenKind::Dpop)] {
+            let mut request = api_request();
+            let err = credentials(dpop)
+                .present(&mut request, &token(kind), "https://api.example")
+                .unwrap_err();
+            assert_eq!(err.code, ErrorCode::CredentialsUnavailable);
+            assert!(request.headers().get(AUTHORIZATION).is_none());
+            assert!(request.headers().get(DPOP_HEADER).is_none());
+        }
+    }
+
+    #[test]
+    fn a_token_of_the_right_kind_is_presented() {
+        let mut request = api_request();
+        credentials(true)
+            .present(&mut request, &token(TokenKind::Dpop), "https://api.example")
+            .unwrap();
+        assert_eq!(request.headers()[AUTHORIZATION], "DPoP tok");
+        assert!(request.headers().get(DPOP_HEADER).is_some());
+        let mut request = api_request();
+        credentials(false)
+            .present(&mut request, &token(TokenKind::Bearer), "")
+            .unwrap();
+        assert_eq!(request.headers()[AUTHORIZATION], "Bearer tok");
+        assert!(request.headers().get(DPOP_HEADER).is_none());
+    }
 
     #[test]
     fn nonce_challenge_is_recognised_only_for_dpop() {

@@ -1,8 +1,9 @@
 //! The API's side of OAuth: the token an API request presents, and its DPoP proof.
 //!
 //! Invariant: a request passes only with a token this server issued, unexpired and of the
-//! current generation; a bound one only as `DPoP` with a proof by its key for this method, URI
-//! (without query) and token, carrying the nonce when demanded, and never seen before.
+//! current generation, while the server is not refusing every token; a bound one only as
+//! `DPoP` with a proof by its key for this method, URI (without query) and token, carrying the
+//! nonce when demanded, and never seen before.
 
 use http::header::AUTHORIZATION;
 use http::HeaderMap;
@@ -36,6 +37,9 @@ impl AuthServer {
         let invalid = |scheme, reason| (Challenge::InvalidToken(scheme), reason);
         let (scheme, token) =
             presented_token(request.headers).ok_or(invalid(default_scheme, Rejection::NoToken))?;
+        if self.refuse_all {
+            return Err(invalid(scheme, Rejection::RefusingAll));
+        }
         let claims = self
             .signer
             .open(token)

@@ -2,8 +2,9 @@
 //! it tells the operator.
 //!
 //! Invariant: the wait is never zero and never above its cap, so a failing token endpoint is
-//! neither hammered nor given up on; a refusal of the credential itself (`invalid_client`)
-//! is retried slowly and logged as an error.
+//! neither hammered nor given up on; a refusal of the credential itself (`invalid_client`),
+//! or a token it must not use (Bearer where DPoP is configured), is retried slowly and
+//! logged as an error.
 
 use std::time::{Duration, SystemTime};
 
@@ -24,7 +25,17 @@ impl TokenSource {
     pub(super) fn log_failure(&self, err: &FetchError, failures: u32, delay: Duration) {
         let usable = self.usable(SystemTime::now()).is_some();
         let retry_in = humantime::format_duration(Duration::from_secs(delay.as_secs().max(1)));
-        if err.is_permanent() {
+        if let FetchError::Unusable(_) = err {
+            tracing::error!(
+                credential = %self.key,
+                error = %err,
+                failures,
+                retry_in = %retry_in,
+                still_serving_current_token = usable,
+                "the token endpoint issued a token this route never uses; the client must \
+                 be set up for DPoP-bound tokens at the authorization server"
+            );
+        } else if err.is_permanent() {
             tracing::error!(
                 credential = %self.key,
                 error = %err,

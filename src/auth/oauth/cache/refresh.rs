@@ -5,8 +5,9 @@
 //! lock holder), and it re-reads the store first, so a token another replica just saved is
 //! adopted instead of fetched again; a replica that cannot reach the store fetches for
 //! itself (memory fallback) rather than wait; a token adopted from the store is usable, not
-//! yet due for refresh, and not one this replica saw rejected; every token obtained here is
-//! made current before the refresher wakes waiters.
+//! yet due for refresh, not one this replica saw rejected, and of the credential's kind (a
+//! stored Bearer token never serves a DPoP credential); every token obtained here is made
+//! current before the refresher wakes waiters.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -38,6 +39,10 @@ impl TokenSource {
         let Some(token) = self.store.load(&self.store_id).await else {
             return;
         };
+        if !self.fits(&token) {
+            self.log_misfit(&token);
+            return;
+        }
         if token.is_usable(SystemTime::now()) {
             tracing::info!(
                 credential = %self.key,
@@ -101,6 +106,10 @@ impl TokenSource {
             return None;
         }
         let token = self.store.load(&self.store_id).await?;
+        if !self.fits(&token) {
+            // Not logged: this runs every lock poll; `load_stored` warned at start.
+            return None;
+        }
         let now = SystemTime::now();
         if !token.is_usable(now) || token.refresh_due(self.refresh_at) <= now {
             return None;
@@ -127,6 +136,17 @@ impl TokenSource {
         Some(token)
     }
 
+    /// A stored token of the wrong kind is ignored (and replaced by the next save); says so
+    /// without showing it.
+    fn log_misfit(&self, token: &AccessToken) {
+        tracing::warn!(
+            credential = %self.key,
+            stored_token_type = token.kind().as_str(),
+            required_token_type = self.client.token_kind().as_str(),
+            "the token store holds a token of the wrong type for this credential; ignoring it"
+        );
+    }
+
     pub(super) async fn fetch(&self) -> Result<Arc<AccessToken>, FetchError> {
         let token = self.client.fetch().await?;
         let now = SystemTime::now();
@@ -143,5 +163,71 @@ impl TokenSource {
             "OAuth token obtained"
         );
         Ok(Arc::new(token))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::auth::dpop::DpopKey;
+    use crate::auth::oauth::client::TokenClient;
+    use crate::auth::oauth::key::CacheKey;
+    use crate::auth::oauth::store::{StoreFuture, TokenStore};
+    use crate::auth::oauth::token::TokenKind;
+
+    /// A shared store that always holds one token of `kind` (as one written by an older
+    /// gateway, or by a misconfigured replica, could).
+    #[derive(Debug)]
+    struct Holding(TokenKind);
+
+    impl TokenStore for Holding {
+        fn load<'a>(&'a self, _id: &'a str) -> StoreFuture<'a, Option<AccessToken>> {
+            let now = SystemTime::now();
+            let token = AccessToken::new(
+                SecretString::from("stored-token".to_owned()),
+                self.0,
+                now,
+                now + Duration::from_secs(86_400),
+            );
+            Box::pin(async move { token.ok() })
+        }
+
+        fn save<'a>(&'a self, _id: &'a str, _token: &'a AccessToken) -> StoreFuture<'a, ()> {
+            Box::pin(async {})
+        }
+
+        fn is_shared(&self) -> bool {
+            true
+        }
+    }
+
+    fn dpop_source(stored: TokenKind) -> TokenSource {
+        let key = Arc::new(DpopKey::generate().unwrap());
+        let client = TokenClient::for_tests(Some(key.clone()));
+        let cache_key = CacheKey::new(client.config(), Some(key.thumbprint()));
+        TokenSource::new(cache_key, 0.8, client, Arc::new(Holding(stored)))
+    }
+
+    #[tokio::test]
+    async fn a_stored_bearer_token_never_serves_a_dpop_credential() {
+        let source = dpop_source(TokenKind::Bearer);
+        source.load_stored().await;
+        assert!(source.current.load().is_none(), "not loaded at start");
+        assert!(
+            source.adopt_stored(false).await.is_none(),
+            "nor adopted later"
+        );
+        assert!(source.current.load().is_none());
+        assert_eq!(*source.status.borrow(), LastFetch::NotYet);
+    }
+
+    #[tokio::test]
+    async fn a_stored_dpop_token_serves_a_dpop_credential() {
+        let source = dpop_source(TokenKind::Dpop);
+        source.load_stored().await;
+        let current = source.current.load_full().unwrap();
+        assert_eq!(current.kind(), TokenKind::Dpop);
     }
 }

@@ -134,3 +134,23 @@ fn proof_failures_at_the_api_are_invalid_token_and_explained() {
         assert!(!reason.contains(&token));
     }
 }
+
+#[test]
+fn refusing_all_tokens_refuses_later_ones_too_until_switched_off() {
+    let mut server = server(options());
+    let key = DpopKey::generate().unwrap();
+    let before = issue(&mut server, &key, t0());
+    server.set_refuse_all(true);
+    // The token endpoint keeps serving (and counting): only the API refuses.
+    let after = issue(&mut server, &key, t0());
+    assert_eq!(server.tokens_issued(), 2);
+    for token in [&before, &after] {
+        assert_eq!(api_call(&mut server, &key, token, t0()), invalid_dpop());
+    }
+    assert_eq!(
+        server.last_rejection().as_deref(),
+        Some("api: the API refuses every token (test switch)")
+    );
+    server.set_refuse_all(false);
+    assert_eq!(api_call(&mut server, &key, &after, t0()), Ok(()));
+}

@@ -279,3 +279,25 @@ fn a_client_that_tried_basic_gets_a_basic_challenge_with_its_401() {
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert!(reply.headers.iter().all(|(n, _)| n != WWW_AUTHENTICATE));
 }
+
+#[test]
+fn the_bearer_switch_answers_unbound_bearer_tokens_while_it_is_on() {
+    let mut server = server(options());
+    let key = DpopKey::generate().unwrap();
+    server.set_bearer_only(true);
+    let bound_request = proof(&key, Method::POST, TOKEN_URL, None, None, t0());
+    let reply = server.token(&Req::token(CLIENT_FORM, Some(bound_request), t0()).view());
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(
+        reply.body["token_type"], "Bearer",
+        "although a proof was sent"
+    );
+    let token = reply.body["access_token"].as_str().unwrap().to_owned();
+    assert!(claims_of(&token).get("cnf").is_none(), "unbound");
+    let req = Req::api(&format!("Bearer {token}"), None, t0());
+    assert_eq!(server.authorize(&req.view()), Ok(()));
+
+    server.set_bearer_only(false);
+    let bound = issue(&mut server, &key, t0());
+    assert!(claims_of(&bound)["cnf"]["jkt"].is_string());
+}
