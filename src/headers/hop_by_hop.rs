@@ -10,11 +10,14 @@ use http::HeaderMap;
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// The h2c upgrade's settings (RFC 7540 §3.2.1): connection-specific, like `Upgrade` itself.
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 /// A field literally named `close` (reserved, RFC 9110 §16.3.2) when `Connection` names it.
 const CLOSE: HeaderName = HeaderName::from_static("close");
 
-/// Always hop-by-hop, whether or not `Connection` names them.
-pub const FIXED: [HeaderName; 7] = [
+/// Always hop-by-hop, whether or not `Connection` names them. A static, not a const: a const
+/// list is rebuilt, then dropped, at every use.
+pub static FIXED: [HeaderName; 8] = [
     CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -22,24 +25,31 @@ pub const FIXED: [HeaderName; 7] = [
     TRAILER,
     TRANSFER_ENCODING,
     UPGRADE,
+    HTTP2_SETTINGS,
 ];
+
+/// The tokens of every `Connection` line, trimmed, in their original case. A line that is not
+/// visible ASCII cannot name a header we would forward, so it is skipped rather than trusted.
+pub(super) fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|list| list.split(','))
+        .map(str::trim)
+}
 
 /// Removes the headers that `Connection` names. Call it before `Connection` itself goes.
 pub fn remove_named_in_connection(headers: &mut HeaderMap) {
     if !headers.contains_key(CONNECTION) {
         return;
     }
-    // Header names are case-insensitive tokens; anything unparseable cannot name a header
-    // we would forward, so it is skipped rather than trusted. The usual values, `keep-alive`
-    // (in the fixed set) and `close`, are matched without parsing them into a `HeaderName`,
-    // which allocates for a non-standard name: the common case allocates nothing.
+    // Header names are case-insensitive tokens; a token that is not one is skipped. The usual
+    // values, `keep-alive` (in the fixed set) and `close`, are matched without parsing them
+    // into a `HeaderName`, which allocates for a non-standard name: the common case allocates
+    // nothing.
     let mut close = false;
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|list| list.split(','))
-        .map(str::trim)
+    let named: Vec<HeaderName> = connection_tokens(headers)
         .filter(|token| {
             if token.eq_ignore_ascii_case("close") {
                 close = true;
@@ -60,13 +70,19 @@ pub fn remove_named_in_connection(headers: &mut HeaderMap) {
 /// Removes hop-by-hop headers from a request or response header map.
 pub fn remove(headers: &mut HeaderMap) {
     remove_named_in_connection(headers);
-    super::remove_all(headers, &[&FIXED]);
+    super::remove_all(headers, &[&FIXED], super::Underscores::Exact);
 }
 
-/// For responses also drop `Proxy-Authenticate`: it addresses the gateway, not the caller.
+/// What a response loses by exact name: `Proxy-Authenticate` addresses the gateway, not the
+/// caller.
+static RESPONSE_REMOVED: [&[HeaderName]; 2] = [&FIXED, &PROXY_AUTHENTICATE_ONLY];
+static PROXY_AUTHENTICATE_ONLY: [HeaderName; 1] = [PROXY_AUTHENTICATE];
+
+/// Cleans a response: hop-by-hop headers and `Proxy-Authenticate`. Names are matched exactly:
+/// the names are Tango's, not a caller's attempt at smuggling.
 pub fn remove_from_response(headers: &mut HeaderMap) {
     remove_named_in_connection(headers);
-    super::remove_all(headers, &[&FIXED, &[PROXY_AUTHENTICATE]]);
+    super::remove_all(headers, &RESPONSE_REMOVED, super::Underscores::Exact);
 }
 
 #[cfg(test)]
@@ -89,6 +105,34 @@ mod tests {
         remove(&mut headers);
         assert_eq!(headers.len(), 1, "{headers:?}");
         assert!(headers.contains_key("accept"));
+    }
+
+    #[test]
+    fn http2_settings_is_hop_by_hop_without_being_named() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "http2-settings",
+            HeaderValue::from_static("AAMAAABkAAQAoAAAAAIAAAAA"),
+        );
+        headers.insert("upgrade", HeaderValue::from_static("h2c"));
+        headers.insert("accept", HeaderValue::from_static("*/*"));
+        remove(&mut headers);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert!(headers.contains_key("accept"));
+    }
+
+    #[test]
+    fn responses_lose_http2_settings_and_proxy_authenticate_only() {
+        let mut headers = HeaderMap::new();
+        headers.insert("http2-settings", HeaderValue::from_static("AAMAAABk"));
+        headers.insert("proxy-authenticate", HeaderValue::from_static("Basic"));
+        // A name Tango chose, spelled with `_`, is Tango's own: passed through.
+        headers.insert("x_tango_trace", HeaderValue::from_static("1"));
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        remove_from_response(&mut headers);
+        assert_eq!(headers.len(), 2, "{headers:?}");
+        assert!(headers.contains_key("x_tango_trace"));
+        assert!(headers.contains_key("content-type"));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Invariant: a request leaves admission only with an allowed method, an origin-form target
 //! whose path is normalised, a route whose sources admit the peer, and no browser marks.
-//! It is not an open proxy: absolute-form targets and `CONNECT` never pass.
+//! It is not an open proxy: only origin-form targets pass (never absolute-form, `*` or
+//! `CONNECT`).
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -108,8 +109,10 @@ fn check_method(method: &Method) -> Result<(), GatewayError> {
     }
 }
 
-/// Only origin-form targets over HTTP/1 (`GET /path`); HTTP/2 always carries scheme and
-/// authority pseudo-headers, which are ignored like `Host`.
+/// Only origin-form targets (`GET /path`, PRODUCT.md §9): absolute-form over HTTP/1 and the
+/// asterisk form (`OPTIONS *`) are refused whatever they name. HTTP/2 always carries scheme
+/// and authority pseudo-headers, which are ignored like `Host`; its `:path` must still be an
+/// absolute path.
 fn check_target_form<B>(request: &Request<B>) -> Result<(), GatewayError> {
     let uri = request.uri();
     let absolute = uri.scheme().is_some() || uri.authority().is_some();
@@ -117,6 +120,12 @@ fn check_target_form<B>(request: &Request<B>) -> Result<(), GatewayError> {
         return Err(GatewayError::new(
             ErrorCode::BadRequest,
             "absolute-form request targets are refused: this gateway is not a forward proxy",
+        ));
+    }
+    if !uri.path().starts_with('/') {
+        return Err(GatewayError::new(
+            ErrorCode::BadRequest,
+            "only origin-form request targets (an absolute path) are accepted",
         ));
     }
     Ok(())
@@ -221,6 +230,27 @@ mod tests {
                 request(Method::GET, "/raas%2fv2", "10.1.1.1"),
                 ErrorCode::BadPath,
             ),
+            (
+                request(Method::GET, "/raas/v2/..;/..;/admin/x", "10.1.1.1"),
+                ErrorCode::BadPath,
+            ),
+            (
+                request(Method::GET, "/raas/v2/%c0%ae%c0%ae/admin", "10.1.1.1"),
+                ErrorCode::BadPath,
+            ),
+            (
+                request(Method::GET, "/raas/v2/%0d%0a", "10.1.1.1"),
+                ErrorCode::BadPath,
+            ),
+            (
+                request(Method::OPTIONS, "*", "10.1.1.1"),
+                ErrorCode::BadRequest,
+            ),
+            // The target form is judged before the source, like absolute-form targets.
+            (
+                request(Method::OPTIONS, "*", "192.168.1.1"),
+                ErrorCode::BadRequest,
+            ),
         ];
         for (mut req, want) in cases {
             let target = req.uri().to_string();
@@ -236,6 +266,29 @@ mod tests {
         let admitted = policy().admit(&mut req).map(|a| a.route_name.to_string());
         assert_eq!(admitted.as_deref(), Ok("raas"));
         assert_eq!(req.uri().path(), "/raas/v2/orders");
+    }
+
+    #[test]
+    fn http2_targets_carry_scheme_and_authority_and_are_admitted_as_origin_form() {
+        let mut req = request(
+            Method::GET,
+            "https://gateway.internal/raas/v2/./orders?x=1",
+            "10.2.0.1",
+        );
+        *req.version_mut() = Version::HTTP_2;
+        let admitted = policy().admit(&mut req).map(|a| a.route_name.to_string());
+        assert_eq!(admitted.as_deref(), Ok("raas"));
+        assert_eq!(req.uri().to_string(), "/raas/v2/orders?x=1");
+    }
+
+    #[test]
+    fn non_ascii_paths_are_kept_as_sent() {
+        for target in ["/raas/v2/café", "/raas/v2/caf%c3%a9", "/raas/v2/./café%41"] {
+            let mut req = request(Method::GET, target, "10.2.0.1");
+            let admitted = policy().admit(&mut req).map(|a| a.route_name.to_string());
+            assert_eq!(admitted.as_deref(), Ok("raas"), "{target}");
+            assert_eq!(req.uri().path(), target.replace("/./", "/"), "{target}");
+        }
     }
 
     #[test]
