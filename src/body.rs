@@ -73,6 +73,8 @@ pub struct StreamFault(AtomicU8);
 impl StreamFault {
     const OVERFLOW: u8 = 1;
     const STALLED: u8 = 2;
+    /// The caller's side of the body failed (its connection reset mid-upload, say).
+    const BROKEN: u8 = 3;
 
     fn set(&self, fault: u8) {
         self.0.store(fault, Ordering::Release);
@@ -86,6 +88,10 @@ impl StreamFault {
                 format!("request body larger than {max_body_bytes} bytes"),
             )),
             Self::STALLED => Some(body_stalled()),
+            Self::BROKEN => Some(GatewayError::new(
+                ErrorCode::BadRequest,
+                "the request body could not be read",
+            )),
             _ => None,
         }
     }
@@ -121,9 +127,12 @@ impl CallerStream {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(err))) => {
-                if find_cause::<LengthLimitError>(&*err).is_some() {
-                    self.fault.set(StreamFault::OVERFLOW);
-                }
+                self.fault
+                    .set(if find_cause::<LengthLimitError>(&*err).is_some() {
+                        StreamFault::OVERFLOW
+                    } else {
+                        StreamFault::BROKEN
+                    });
                 Poll::Ready(Some(Err(err)))
             }
             Poll::Ready(None) => Poll::Ready(None),
@@ -236,6 +245,20 @@ mod tests {
         };
         assert_eq!(first, second);
         assert!(first.is_some_and(|b| !b.is_empty()));
+    }
+
+    #[test]
+    fn a_streamed_body_fault_names_the_answer() {
+        let code = |fault: u8| {
+            let recorded = StreamFault::default();
+            recorded.set(fault);
+            recorded.error(10).map(|e| e.code)
+        };
+        assert_eq!(StreamFault::default().error(10), None);
+        assert_eq!(code(StreamFault::OVERFLOW), Some(ErrorCode::BodyTooLarge));
+        assert_eq!(code(StreamFault::STALLED), Some(ErrorCode::RequestTimeout));
+        // A caller that broke its own upload is not a gateway bug (500) nor Tango's (502).
+        assert_eq!(code(StreamFault::BROKEN), Some(ErrorCode::BadRequest));
     }
 
     #[test]

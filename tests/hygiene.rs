@@ -288,3 +288,67 @@ async fn underscore_spellings_never_reach_tango_in_remove_mode() {
     let seen = underscored_seen(Setup::new().forwarded_for("remove", None)).await;
     assert!(seen.header_all("x-forwarded-for").is_empty());
 }
+
+/// Sends a POST over h2c whose body ends with trailer fields carrying credentials and a
+/// forwarding header; returns what the fake received.
+async fn post_with_trailers(setup: Setup) -> RecordedRequest {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    use hyper_util::rt::TokioIo;
+
+    let h = setup.start().await;
+    let tcp = tokio::net::TcpStream::connect(h.gateway.listen_addr)
+        .await
+        .unwrap();
+    let (mut send, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut trailers = http::HeaderMap::new();
+    for (name, value) in [
+        ("authorization", "Bearer caller-token"),
+        ("dpop", "caller.proof"),
+        ("cookie", "session=caller"),
+        ("x-forwarded-for", "203.0.113.9:4444"),
+        ("x-custom-trailer", "1"),
+    ] {
+        trailers.insert(
+            http::HeaderName::from_static(name),
+            http::HeaderValue::from_static(value),
+        );
+    }
+    let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
+        Ok(Frame::data(Bytes::from_static(
+            b"{\"externalRefID\":\"t-1\"}",
+        ))),
+        Ok(Frame::trailers(trailers)),
+    ];
+    let request = Request::post(format!("http://{}/raas/v2/orders", h.gateway.listen_addr))
+        .header("content-type", "application/json")
+        .body(StreamBody::new(futures_util::stream::iter(frames)))
+        .unwrap();
+    let response = send.send_request(request).await.unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let seen = h.only_request();
+    assert_eq!(&seen.body[..], b"{\"externalRefID\":\"t-1\"}");
+    seen
+}
+
+#[tokio::test]
+async fn caller_trailers_never_reach_tango_on_a_streamed_body() {
+    // One attempt: the body streams to Tango's h2 endpoint as it arrives.
+    let seen = post_with_trailers(Setup::new().retry("max_attempts", "1")).await;
+    assert_eq!(
+        seen.version,
+        Version::HTTP_2,
+        "the fake speaks h2 to the gateway"
+    );
+    assert!(seen.trailers.is_none(), "{:?}", seen.trailers);
+}
+
+#[tokio::test]
+async fn caller_trailers_never_reach_tango_on_a_buffered_body() {
+    let seen = post_with_trailers(Setup::new()).await;
+    assert!(seen.trailers.is_none(), "{:?}", seen.trailers);
+}

@@ -1,9 +1,9 @@
 //! The retry decision for one route, as a `tower::retry::Policy` (PRODUCT.md §6, §9).
 //!
 //! Invariants: a request that may have reached Tango is sent again only when it is
-//! retry-safe; TLS failures are never retried; a `Retry-After` longer than `max_backoff`
-//! passes the upstream's answer through; retries stop when the route's budget is spent or
-//! the deadline would pass.
+//! retry-safe; TLS failures and failures the gateway cannot classify are never retried; a
+//! `Retry-After` longer than `max_backoff` passes the upstream's answer through; retries
+//! stop when the route's budget is spent or the deadline would pass.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -106,6 +106,9 @@ impl RetryPolicy {
                     AttemptFailure::ConnectFailure => retry_on.connect_failure,
                     AttemptFailure::Timeout => retry_on.timeout && self.retry_safe,
                     AttemptFailure::Reset => retry_on.reset && self.retry_safe,
+                    // A failure we cannot name is a bug: resending would repeat it, and
+                    // could act twice on something that reached Tango.
+                    AttemptFailure::Unknown => false,
                 };
                 allowed.then_some(Retryable::Failure(failure))
             }
@@ -199,5 +202,75 @@ impl tower::retry::Policy<Request<Payload>, Response<ResponseBody>, BoxError> fo
             return None;
         }
         clone_request(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http::{Method, Uri};
+    use tower::{ServiceBuilder, ServiceExt};
+
+    use super::*;
+    use crate::body::full;
+
+    /// A failure no classifier knows: a bug, as far as the policy can tell.
+    #[derive(Debug, thiserror::Error)]
+    #[error("something the gateway did not expect")]
+    struct Unexpected;
+
+    /// Sends a GET (retry-safe) with the default retry settings to an upstream that fails
+    /// its first call with `first` and answers 200 after; the result and the number of
+    /// calls the upstream saw.
+    async fn first_call_fails_with(
+        first: fn() -> BoxError,
+    ) -> (Result<Response<ResponseBody>, BoxError>, usize) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = calls.clone();
+        let upstream = tower::service_fn(move |_request: Request<Payload>| {
+            let call = seen.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match call {
+                    0 => Err(first()),
+                    _ => Ok(Response::new(full(""))),
+                }
+            }
+        });
+        let shared = RouteRetry::new(Arc::from("retry-policy-test"), RetryConfig::default());
+        let service = ServiceBuilder::new()
+            .retry(RetryPolicy::new(Arc::new(shared)))
+            .service(upstream);
+        let mut request = Request::new(Payload::Empty);
+        *request.method_mut() = Method::GET;
+        *request.uri_mut() = Uri::from_static("https://tango.test/raas/v2/catalogs");
+        let result = service.oneshot(request).await;
+        (result, calls.load(Ordering::SeqCst))
+    }
+
+    // Paused time: the backoff before a retry passes at once, and exactly.
+    #[tokio::test(start_paused = true)]
+    async fn an_unclassified_failure_is_never_retried() {
+        let (result, calls) = first_call_fails_with(|| Box::new(Unexpected)).await;
+        assert_eq!(calls, 1, "one call, no resend");
+        let err = result.err().map(|err| err.is::<Unexpected>());
+        assert_eq!(err, Some(true), "the failure is passed on as it is");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unclassified_failure_in_an_io_error_is_never_retried() {
+        let (result, calls) =
+            first_call_fails_with(|| Box::new(std::io::Error::other(Unexpected))).await;
+        assert_eq!(calls, 1, "one call, no resend");
+        assert!(result.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_reset_of_an_idempotent_request_is_still_retried() {
+        let reset =
+            || -> BoxError { std::io::Error::from(std::io::ErrorKind::ConnectionReset).into() };
+        let (result, calls) = first_call_fails_with(reset).await;
+        assert_eq!(calls, 2, "the reset attempt was resent");
+        assert_eq!(result.ok().map(|r| r.status()), Some(StatusCode::OK));
     }
 }

@@ -108,9 +108,12 @@ pub(super) async fn handle(
         .uri
         .path_and_query()
         .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
-    let (body, too_large) = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
-        Ok(collected) => (collected.to_bytes(), false),
-        Err(_) => (Bytes::new(), true),
+    let (body, trailers, too_large) = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+        Ok(collected) => {
+            let trailers = collected.trailers().cloned();
+            (collected.to_bytes(), trailers, false)
+        }
+        Err(_) => (Bytes::new(), None, true),
     };
     let route = {
         let mut state = shared.lock();
@@ -120,6 +123,7 @@ pub(super) async fn handle(
             version: parts.version,
             headers: parts.headers.clone(),
             body: body.clone(),
+            trailers,
             client_cn: conn.client_cn.clone(),
             peer: conn.peer,
         });

@@ -166,6 +166,8 @@ pub struct RecordedRequest {
     pub version: Version,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// Trailer fields sent after the body, if any.
+    pub trailers: Option<HeaderMap>,
     /// Subject common name of the client certificate, if one was presented.
     pub client_cn: Option<String>,
     pub peer: SocketAddr,

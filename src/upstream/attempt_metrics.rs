@@ -2,7 +2,9 @@
 //!
 //! Invariant: sits directly above the attempt timeout, so each attempt — first, retried, or
 //! resent after a 401 — is counted exactly once, with a closed set of outcome labels: a status
-//! class (`2xx`..`5xx`) or a failure kind (`connect_failure`, `tls`, `timeout`, `reset`).
+//! class (`2xx`..`5xx`), a failure kind (`connect_failure`, `tls`, `timeout`, `reset`),
+//! `internal` for a failure the gateway cannot classify (a bug, answered 500), or `error` for
+//! one that is not the upstream's (a gateway answer raised below this layer).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,7 +14,7 @@ use std::task::{ready, Context, Poll};
 use http::{Request, Response};
 use tower::{Layer, Service};
 
-use crate::error::{classify_attempt_error, BoxError};
+use crate::error::{classify_attempt_error, AttemptFailure, BoxError};
 use crate::metrics::{self, OutcomeLabels};
 
 #[derive(Debug, Clone)]
@@ -82,7 +84,7 @@ where
         let result = ready!(this.attempt.poll(cx));
         let outcome = match &result {
             Ok(response) => status_class(response.status().as_u16()),
-            Err(err) => classify_attempt_error(&**err).map_or("error", |f| f.as_str()),
+            Err(err) => classify_attempt_error(&**err).map_or("error", AttemptFailure::as_str),
         };
         metrics::count_upstream_attempt(OutcomeLabels {
             route: this.route.clone(),
@@ -99,5 +101,55 @@ fn status_class(status: u16) -> &'static str {
         300..=399 => "3xx",
         400..=499 => "4xx",
         _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("something the gateway did not expect")]
+    struct Unexpected;
+
+    /// One attempt on `route` failing with `err`; the route's attempt series afterwards.
+    async fn count_failure(route: &str, err: fn() -> BoxError) -> String {
+        let failing = tower::service_fn(move |_request: Request<()>| async move {
+            Err::<Response<()>, BoxError>(err())
+        });
+        let attempt = AttemptMetricsLayer::new(Arc::from(route))
+            .layer(failing)
+            .oneshot(Request::new(()));
+        assert!(attempt.await.is_err());
+        let prefix = format!("tango_gateway_upstream_attempts_total{{route=\"{route}\",");
+        metrics::metrics()
+            .encode()
+            .lines()
+            .filter(|line| line.starts_with(&prefix))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[tokio::test]
+    async fn an_unclassified_failure_counts_as_internal_not_as_a_reset() {
+        let series = count_failure("attempt-metrics-internal", || Box::new(Unexpected)).await;
+        assert_eq!(
+            series,
+            "tango_gateway_upstream_attempts_total{route=\"attempt-metrics-internal\",outcome=\"internal\"} 1"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_reset_counts_as_a_reset() {
+        let series = count_failure("attempt-metrics-reset", || {
+            std::io::Error::from(std::io::ErrorKind::ConnectionReset).into()
+        })
+        .await;
+        assert_eq!(
+            series,
+            "tango_gateway_upstream_attempts_total{route=\"attempt-metrics-reset\",outcome=\"reset\"} 1"
+        );
     }
 }

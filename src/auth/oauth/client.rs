@@ -365,7 +365,12 @@ fn transport_failure(err: &(dyn std::error::Error + 'static)) -> FetchError {
         Some(AttemptFailure::ConnectFailure) => {
             FetchError::Transient("cannot connect to the token endpoint".to_owned())
         }
-        _ => FetchError::Transient(
+        // Not the token endpoint's doing: say so, and keep trying as for a transient
+        // failure (the cause chain is in the debug log).
+        Some(AttemptFailure::Unknown) | None => FetchError::Transient(
+            "the token request failed inside the gateway (internal error)".to_owned(),
+        ),
+        Some(AttemptFailure::Timeout | AttemptFailure::Reset) => FetchError::Transient(
             "the connection to the token endpoint failed before an answer".to_owned(),
         ),
     }
