@@ -148,7 +148,11 @@ mod tests {
             "the token endpoint answered token_type Bearer; this route requires DPoP-bound tokens"
                 .to_owned(),
         );
-        assert_eq!(fetch_hint(&err), Hint::DpopNotIssued, "not the missing-key hint");
+        assert_eq!(
+            fetch_hint(&err),
+            Hint::DpopNotIssued,
+            "not the missing-key hint"
+        );
     }
 
     #[test]
