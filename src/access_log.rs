@@ -83,8 +83,8 @@ impl Entry {
     fn count(&self) {
         static NO_ROUTE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("none"));
         let request = &self.request;
-        let route = match request.context.admitted() {
-            Some(admitted) => admitted.route_name.clone(),
+        let route = match request.context.route() {
+            Some(name) => name.clone(),
             None => NO_ROUTE.clone(),
         };
         let method = match request.method {
@@ -132,7 +132,7 @@ impl Entry {
         let request = &self.request;
         telemetry::access::emit(&AccessRecord {
             request_id: request.context.request_id().unwrap_or(""),
-            route: request.context.route().unwrap_or("-"),
+            route: request.context.route().map_or("-", |name| &**name),
             method: request.method.as_str(),
             path: &logged_path(request.uri.path()),
             status: self.status.as_u16(),

@@ -11,12 +11,12 @@ use crate::admin::{self, Readiness};
 use crate::config::Config;
 use crate::inbound::accept::{effective_max_connections, Acceptor, ConnectionLimit};
 use crate::inbound::connection::ConnectionLimits;
-use crate::inbound::limit::InFlightLimitLayer;
 use crate::inbound::listener;
-use crate::inbound::workers::{self, ServeSettings, Workers};
+use crate::inbound::workers::{ServeSettings, Workers};
 use crate::metrics::metrics;
 use crate::reload::{self, Generation, Live, LiveService, ReloadError, ReloadHandle};
-use crate::stack::{self, BuildError};
+use crate::rt;
+use crate::stack::{self, BuildError, ProcessWide};
 use crate::upstream::tls;
 
 #[derive(Debug, thiserror::Error)]
@@ -59,9 +59,10 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
 pub async fn start(config: Config) -> Result<Running, StartError> {
     tls::provider();
     let config = Arc::new(config);
-    // The concurrency limit outlives reloads: every generation's routes share it.
-    let capacity = InFlightLimitLayer::new(config.inbound.max_concurrent_requests);
-    let routing = stack::build_routing(&config, None, &capacity)?;
+    // The worker count and the concurrency limit outlive reloads: every generation's routes
+    // share them.
+    let process = ProcessWide::new(&config, rt::default_count());
+    let routing = stack::build_routing(&config, None, &process)?;
     // The first token of each credential is fetched now; /readyz waits for it.
     let live = Arc::new(Live::new(Generation::start(1, config.clone(), routing)));
     metrics().set_client_certs(&config);
@@ -76,8 +77,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         http2_max_concurrent_streams: config.inbound.http2_max_concurrent_streams,
         shutdown_grace: config.shutdown_grace,
     };
-    let workers = Workers::start(workers::default_count(), &service, settings)
-        .map_err(StartError::Workers)?;
+    let workers =
+        Workers::start(process.workers, &service, settings).map_err(StartError::Workers)?;
     let inbound_listener = bind("listen", config.listen).await?;
     let admin_listener = bind("admin.listen", config.admin.listen).await?;
     let listen_addr = inbound_listener
@@ -97,7 +98,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let readiness = Arc::new(Readiness::new(live.clone()));
     let (stop_reloader, reloader_stopped) = watch::channel(false);
     let (reloads, reloader) =
-        reload::spawn(live.clone(), config.clone(), capacity, reloader_stopped);
+        reload::spawn(live.clone(), config.clone(), process, reloader_stopped);
     let (stop_inbound, inbound_stopped) = watch::channel(false);
     let (stop_admin, admin_stopped) = watch::channel(false);
     let inbound_acceptor = Acceptor::new(

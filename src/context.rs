@@ -15,15 +15,14 @@ use std::sync::{Arc, OnceLock};
 
 use http::{HeaderValue, Request};
 
-use crate::inbound::admission::Admitted;
-
 /// Shared by every layer of one request through `Arc` in the request's extensions.
 #[derive(Debug, Default)]
 pub struct RequestContext {
     /// The inbound peer of the connection, set by the listener.
     peer: Option<SocketAddr>,
     request_id: OnceLock<HeaderValue>,
-    admitted: OnceLock<Admitted>,
+    /// The route admission chose, by name (logs, metrics).
+    route: OnceLock<Arc<str>>,
     attempts: AtomicU32,
     upstream_status: AtomicU16,
 }
@@ -64,17 +63,14 @@ impl RequestContext {
         self.request_id.get().and_then(|id| id.to_str().ok())
     }
 
-    pub fn admit(&self, admitted: Admitted) {
+    pub fn set_route(&self, name: Arc<str>) {
         // First writer wins: a request is routed once.
-        let _ = self.admitted.set(admitted);
+        let _ = self.route.set(name);
     }
 
-    pub fn admitted(&self) -> Option<&Admitted> {
-        self.admitted.get()
-    }
-
-    pub fn route(&self) -> Option<&str> {
-        self.admitted().map(|a| &*a.route_name)
+    /// The name of the route the request was admitted to, once it was.
+    pub fn route(&self) -> Option<&Arc<str>> {
+        self.route.get()
     }
 
     /// Counts one upstream attempt and returns its number (1-based).

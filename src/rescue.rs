@@ -4,16 +4,19 @@
 //! Invariant: the caller never sees internal error text; the full cause goes to the log.
 
 use std::convert::Infallible;
+use std::error::Error as StdError;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::{Request, Response};
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response};
 use tower::{Layer, Service};
 
-use crate::body::ResponseBody;
+use crate::body::{full, ResponseBody};
 use crate::context::RequestContext;
-use crate::error::{to_gateway_error, BoxError, ErrorCode, GatewayError};
+use crate::error::{find_cause, BoxError, ErrorCode, GatewayError, ERROR_HEADER};
+use crate::upstream::classify::{classify_attempt_error, AttemptFailure};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RescueLayer;
@@ -59,7 +62,7 @@ where
                     let gateway = to_gateway_error(&*err);
                     log(&gateway, &*err);
                     let request_id = context.as_ref().and_then(|c| c.request_id());
-                    Ok(gateway.into_response(request_id))
+                    Ok(answer(&gateway, request_id))
                 }
             }
         })
@@ -94,6 +97,68 @@ impl std::fmt::Display for ErrorChain<'_> {
     }
 }
 
+/// Maps any error that reached the top of the stack to the gateway error answered for it.
+pub fn to_gateway_error(err: &(dyn StdError + 'static)) -> GatewayError {
+    if let Some(gateway) = find_cause::<GatewayError>(err) {
+        return gateway.clone();
+    }
+    if find_cause::<tower::load_shed::error::Overloaded>(err).is_some() {
+        return GatewayError::new(ErrorCode::Overloaded, "too many requests in flight");
+    }
+    if find_cause::<http_body_util::LengthLimitError>(err).is_some() {
+        return GatewayError::new(ErrorCode::BodyTooLarge, "request body too large");
+    }
+    match classify_attempt_error(err) {
+        Some(AttemptFailure::Tls) => GatewayError::new(
+            ErrorCode::UpstreamTls,
+            "TLS with the upstream failed (server certificate or client certificate refused)",
+        ),
+        Some(AttemptFailure::Timeout) => GatewayError::new(
+            ErrorCode::UpstreamTimeout,
+            "the upstream did not answer in time",
+        ),
+        Some(AttemptFailure::ConnectFailure) => GatewayError::new(
+            ErrorCode::UpstreamUnreachable,
+            "could not connect to the upstream",
+        ),
+        Some(AttemptFailure::Reset) => GatewayError::new(
+            ErrorCode::UpstreamUnreachable,
+            "the upstream connection failed before a response",
+        ),
+        // A fixed text: the cause is for the log (at warn, by the rescue layer), never the
+        // caller. `None` (not an upstream failure) was answered above as the error it is.
+        Some(AttemptFailure::Unknown) | None => {
+            GatewayError::new(ErrorCode::Internal, INTERNAL_MESSAGE)
+        }
+    }
+}
+
+/// What a caller is told of a failure the gateway cannot classify.
+pub const INTERNAL_MESSAGE: &str = "internal gateway error";
+
+/// The JSON answer of PRODUCT.md §4 for a gateway error, with `x-tango-gateway-error`.
+pub fn answer(error: &GatewayError, request_id: Option<&str>) -> Response<ResponseBody> {
+    let body = serde_json::json!({
+        "error": {
+            "code": error.code.as_str(),
+            "message": error.message,
+            "request_id": request_id,
+        }
+    });
+    let mut response = Response::new(full(Bytes::from(body.to_string())));
+    *response.status_mut() = error.code.status();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(ERROR_HEADER, HeaderValue::from_static(error.code.as_str()));
+    if error.code == ErrorCode::Overloaded {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -105,7 +170,7 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::error::{ErrorCode, GatewayError, ERROR_HEADER, INTERNAL_MESSAGE};
+    use crate::upstream::classify::AttemptTimedOut;
 
     /// A failure no classifier knows: a bug, as far as the gateway can tell.
     #[derive(Debug, thiserror::Error)]
@@ -208,5 +273,72 @@ mod tests {
             rescued(|| Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset))).await;
         assert_eq!(response.status, StatusCode::BAD_GATEWAY);
         assert!(!logs.contains("WARN"), "{logs}");
+    }
+
+    /// An error of ours that names its cause, as a wrapper around a transport error would.
+    #[derive(Debug, thiserror::Error)]
+    #[error("an exchange of ours failed")]
+    struct Wrapped(#[source] std::io::Error);
+
+    #[test]
+    fn finds_rustls_error_inside_io_error() {
+        let tls = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, tls);
+        let boxed: BoxError = Box::new(io);
+        assert_eq!(classify_attempt_error(&*boxed), Some(AttemptFailure::Tls));
+        assert_eq!(to_gateway_error(&*boxed).code, ErrorCode::UpstreamTls);
+    }
+
+    #[test]
+    fn timeout_maps_to_504() {
+        let boxed: BoxError = Box::new(AttemptTimedOut);
+        let err = to_gateway_error(&*boxed);
+        assert_eq!(err.code, ErrorCode::UpstreamTimeout);
+        assert_eq!(err.code.status(), StatusCode::GATEWAY_TIMEOUT);
+    }
+
+    #[test]
+    fn gateway_error_passes_through_unchanged() {
+        let original = GatewayError::new(ErrorCode::NoRoute, "no route for this path");
+        let boxed: BoxError = Box::new(original.clone());
+        assert_eq!(to_gateway_error(&*boxed), original);
+        assert_eq!(classify_attempt_error(&*boxed), None);
+    }
+
+    #[test]
+    fn response_has_json_body_and_error_header() {
+        let response = answer(
+            &GatewayError::new(ErrorCode::BodyTooLarge, "too big"),
+            Some("abc"),
+        );
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            response
+                .headers()
+                .get(ERROR_HEADER)
+                .and_then(|v| v.to_str().ok()),
+            Some("gateway.body_too_large")
+        );
+    }
+
+    #[test]
+    fn an_unclassified_error_is_unknown_and_answered_500_with_a_fixed_text() {
+        for boxed in [
+            Box::new(Unexpected) as BoxError,
+            Box::new(std::io::Error::other(Unexpected)),
+            Box::new(Wrapped(std::io::Error::other(Unexpected))),
+        ] {
+            assert_eq!(
+                classify_attempt_error(&*boxed),
+                Some(AttemptFailure::Unknown),
+                "{boxed}"
+            );
+            let answer = to_gateway_error(&*boxed);
+            assert_eq!(answer.code, ErrorCode::Internal);
+            assert_eq!(answer.code.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(answer.code.as_str(), "gateway.internal");
+            assert_eq!(answer.message, INTERNAL_MESSAGE, "nothing of the cause");
+        }
+        assert_eq!(AttemptFailure::Unknown.as_str(), "internal");
     }
 }

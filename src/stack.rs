@@ -3,13 +3,14 @@
 //! Read top to bottom. Everything below `retry` happens once per attempt, so each attempt
 //! gets fresh credentials and its own timeout.
 
-use std::convert::Infallible;
+use std::future::Ready;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use futures_util::future::Either;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use tower::util::{BoxCloneService, BoxCloneSyncService};
+use tower::util::{BoxCloneService, BoxCloneSyncService, Oneshot};
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
@@ -18,14 +19,13 @@ use crate::auth::oauth::TokenSources;
 use crate::auth::{AuthorizeLayer, Credentials, CredentialsSetupError};
 use crate::body::ResponseBody;
 use crate::config::{Config, ForwardedForMode, InboundConfig, RouteConfig};
-use crate::context::RequestContext;
-use crate::error::{BoxError, ErrorCode, GatewayError};
+use crate::deadline::SetDeadlineLayer;
+use crate::error::BoxError;
 use crate::headers::{clean_request_headers, forwarded, CALLER_CREDENTIALS};
 use crate::inbound::admission::AdmissionPolicy;
 use crate::inbound::body::PrepareBodyLayer;
 use crate::inbound::limit::InFlightLimitLayer;
 use crate::inbound::route::RouteTable;
-use crate::inbound::workers;
 use crate::request_id::RequestIdLayer;
 use crate::rescue::RescueLayer;
 use crate::retry::{RetryPolicy, RouteRetry};
@@ -34,8 +34,7 @@ use crate::upstream::client::{build_worker_clients, Target, Upstream};
 use crate::upstream::timeout::AttemptTimeoutLayer;
 use crate::upstream::tls::TlsSetupError;
 
-/// The whole inbound service: never fails, every error is already an answer.
-pub type GatewayService = BoxCloneService<Request<Incoming>, Response<ResponseBody>, Infallible>;
+pub use crate::inbound::GatewayService;
 /// One route's part of the stack, from body preparation down to the upstream.
 type RouteService = BoxCloneSyncService<Request<Incoming>, Response<ResponseBody>, BoxError>;
 
@@ -53,12 +52,6 @@ pub enum BuildError {
         route: String,
         source: CredentialsSetupError,
     },
-    #[error("routes[{index}] ({route}): upstream.url: {source}")]
-    Target {
-        index: usize,
-        route: String,
-        source: GatewayError,
-    },
 }
 
 /// One configuration, built, for a single use (`check`, `doctor`): the whole inbound service
@@ -70,8 +63,8 @@ pub struct Gateway {
 
 /// Builds the service that answers every inbound request of one configuration.
 pub fn build(config: &Config) -> Result<Gateway, BuildError> {
-    let capacity = InFlightLimitLayer::new(config.inbound.max_concurrent_requests);
-    let routing = build_routing(config, None, &capacity)?;
+    let process = ProcessWide::new(config, crate::rt::default_count());
+    let routing = build_routing(config, None, &process)?;
     Ok(Gateway {
         service: front(routing.service),
         tokens: routing.tokens,
@@ -82,6 +75,25 @@ pub fn build(config: &Config) -> Result<Gateway, BuildError> {
 /// reach it through [`front`], which stays in place across reloads.
 pub type RoutingService = BoxCloneSyncService<Request<Incoming>, Response<ResponseBody>, BoxError>;
 
+/// What every configuration generation shares, fixed for the life of the process: set up
+/// once at start-up and handed to each build, so a reload can never disagree with it.
+#[derive(Clone)]
+pub struct ProcessWide {
+    /// The concurrency limit (§12): every route of every generation takes its permits here.
+    pub capacity: InFlightLimitLayer,
+    /// Serving workers: each route gets one connection pool per worker.
+    pub workers: usize,
+}
+
+impl ProcessWide {
+    pub fn new(config: &Config, workers: usize) -> Self {
+        ProcessWide {
+            capacity: InFlightLimitLayer::new(config.inbound.max_concurrent_requests),
+            workers,
+        }
+    }
+}
+
 /// One configuration's routing and the OAuth credentials its routes use.
 pub struct Routing {
     pub service: RoutingService,
@@ -90,38 +102,29 @@ pub struct Routing {
 
 /// Builds the reloadable part of the stack. `previous` (on reload) lends its tokens, DPoP
 /// nonces and ephemeral DPoP keys to credentials that did not change, so a reload costs no
-/// token request. `capacity` is the process-wide concurrency limit, shared by every route
-/// of every generation.
+/// token request.
 pub fn build_routing(
     config: &Config,
     previous: Option<&TokenSources>,
-    capacity: &InFlightLimitLayer,
+    process: &ProcessWide,
 ) -> Result<Routing, BuildError> {
     let mut tokens = TokenSources::new(&config.token_cache, previous);
     let routes = config
         .routes
         .iter()
         .enumerate()
-        .map(|(index, route)| route_stack(index, route, &config.inbound, capacity, &mut tokens))
+        .map(|(index, route)| route_stack(index, route, &config.inbound, process, &mut tokens))
         .collect::<Result<Vec<_>, _>>()?;
     tokens.forget_previous();
-    // Behind an Arc: the stack (and so this filter) is cloned for every request.
-    let admission = Arc::new(AdmissionPolicy {
-        allow: config.inbound.allow.clone(),
-        routes: RouteTable::new(&config.routes),
-        reject_browser_requests: config.inbound.reject_browser_requests,
-    });
-    let forwarded_for = config.forwarded_for;
-    let service = ServiceBuilder::new()
-        // Who may call what: method, target form, path, source allowlist, route, browser.
-        .filter(move |mut request: Request<Incoming>| {
-            admission.admit(&mut request).map(|_| request)
-        })
-        // Nothing of the caller's that Tango must not see; X-Forwarded-For IP-only.
-        .map_request(move |request| hygiene(request, forwarded_for))
-        .service(Dispatch {
-            routes: Arc::new(routes),
-        });
+    let service = Router {
+        // Behind an Arc: the routing service is cloned for every request.
+        policy: Arc::new(AdmissionPolicy {
+            allow: config.inbound.allow.clone(),
+            routes: RouteTable::new(&config.routes, routes),
+            reject_browser_requests: config.inbound.reject_browser_requests,
+        }),
+        forwarded_for: config.forwarded_for,
+    };
     Ok(Routing {
         service: BoxCloneSyncService::new(service),
         tokens: Arc::new(tokens),
@@ -156,19 +159,18 @@ fn route_stack(
     index: usize,
     route: &RouteConfig,
     inbound: &InboundConfig,
-    capacity: &InFlightLimitLayer,
+    process: &ProcessWide,
     tokens: &mut TokenSources,
 ) -> Result<RouteService, BuildError> {
     let name = route.name.clone();
     let upstream = &route.upstream;
-    let clients =
-        build_worker_clients(&name, upstream, workers::default_count()).map_err(|source| {
-            BuildError::Tls {
-                index,
-                route: name.clone(),
-                source,
-            }
-        })?;
+    let clients = build_worker_clients(&name, upstream, process.workers).map_err(|source| {
+        BuildError::Tls {
+            index,
+            route: name.clone(),
+            source,
+        }
+    })?;
     let credentials = Credentials::from_config(&name, &route.auth, tokens).map_err(|source| {
         BuildError::Credentials {
             index,
@@ -176,36 +178,32 @@ fn route_stack(
             source,
         }
     })?;
-    // A 401 answered with a new token resends the request, so OAuth bodies are kept too.
-    let replayable = route.retry.max_attempts > 1 || matches!(credentials, Credentials::OAuth2(_));
+    let replayable = route.retry.max_attempts > 1 || credentials.needs_replayable_body();
     let strip = route.strip_prefix.then_some(route.path_prefix.as_str());
     // Behind an Arc: the route's stack is cloned for every request.
-    let target =
-        Arc::new(
-            Target::new(&upstream.url, strip).map_err(|source| BuildError::Target {
-                index,
-                route: name.clone(),
-                source,
-            })?,
-        );
+    let target = Arc::new(Target::new(&upstream.url, strip));
     let retry = Arc::new(RouteRetry::new(
         Arc::from(name.as_str()),
         route.retry.clone(),
     ));
     let service = ServiceBuilder::new()
+        // The route's total time budget, fixed before anything else waits (the body, the
+        // attempts and the backoff between them all keep to it).
+        .layer(SetDeadlineLayer {
+            budget: upstream.deadline,
+        })
         // Size limit and per-chunk read timeout; the body is kept in memory only if a retry
         // could resend it.
         .layer(PrepareBodyLayer {
             max_body_bytes: inbound.max_body_bytes,
             body_read_timeout: inbound.body_read_timeout,
             buffer: replayable,
-            deadline: upstream.deadline,
         })
         // Beyond max_concurrent_requests answer 503 at once instead of queueing. Below the
         // body: a request whose buffered body has not arrived holds no permit, so stalled
         // uploads cannot take capacity from other callers (a streamed body takes its permit
         // as it starts to flow, each chunk bounded by body_read_timeout).
-        .layer(capacity.clone())
+        .layer(process.capacity.clone())
         // The absolute upstream URI, fixed before any attempt (a DPoP `htu` must match it).
         .filter(move |request| target.retarget(request))
         .retry(RetryPolicy::new(retry))
@@ -217,54 +215,36 @@ fn route_stack(
     Ok(BoxCloneSyncService::new(service))
 }
 
-/// Header hygiene after admission: strip what callers may not send, write X-Forwarded-For.
-fn hygiene(mut request: Request<Incoming>, mode: ForwardedForMode) -> Request<Incoming> {
-    let peer = RequestContext::get(&request)
-        .and_then(|context| context.admitted())
-        .map(|a| a.peer);
-    let headers = request.headers_mut();
-    clean_request_headers(headers);
-    match peer {
-        Some(peer) => forwarded::rewrite(headers, mode, peer),
-        // Unreachable after admission; fail safe by sending no forwarding header at all.
-        None => forwarded::rewrite(
-            headers,
-            ForwardedForMode::Remove,
-            std::net::IpAddr::from([0, 0, 0, 0]),
-        ),
-    }
-    request
-}
-
-/// Hands an admitted request to its route's stack.
+/// Admission, hygiene, then the admitted route's own stack: admission's decision (the
+/// route and the peer) is used right here, never read back from the request.
 #[derive(Clone)]
-struct Dispatch {
-    routes: Arc<Vec<RouteService>>,
+struct Router {
+    policy: Arc<AdmissionPolicy<RouteService>>,
+    forwarded_for: ForwardedForMode,
 }
 
-impl Service<Request<Incoming>> for Dispatch {
+impl Service<Request<Incoming>> for Router {
     type Response = Response<ResponseBody>;
     type Error = BoxError;
-    type Future = tower::util::Oneshot<RouteService, Request<Incoming>>;
+    type Future = Either<
+        Ready<Result<Response<ResponseBody>, BoxError>>,
+        Oneshot<RouteService, Request<Incoming>>,
+    >;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        let index = RequestContext::get(&request)
-            .and_then(|context| context.admitted())
-            .map(|a| a.route_index)
-            .unwrap_or(usize::MAX);
-        match self.routes.get(index) {
-            Some(route) => route.clone().oneshot(request),
-            // Admission always sets a valid index; answer rather than panic if it did not.
-            None => BoxCloneSyncService::new(tower::service_fn(|_| async {
-                Err::<Response<ResponseBody>, BoxError>(
-                    GatewayError::new(ErrorCode::NoRoute, "no route for this path").into(),
-                )
-            }))
-            .oneshot(request),
-        }
+    fn call(&mut self, mut request: Request<Incoming>) -> Self::Future {
+        // Who may call what: method, target form, path, source allowlist, route, browser.
+        let admitted = match self.policy.admit(&mut request) {
+            Ok(admitted) => admitted,
+            Err(refused) => return Either::Left(std::future::ready(Err(refused.into()))),
+        };
+        // Nothing of the caller's that Tango must not see; X-Forwarded-For IP-only.
+        let headers = request.headers_mut();
+        clean_request_headers(headers);
+        forwarded::rewrite(headers, self.forwarded_for, admitted.peer);
+        Either::Right(admitted.route.target().clone().oneshot(request))
     }
 }

@@ -57,6 +57,13 @@ impl Credentials {
         }
     }
 
+    /// True when a request may have to be sent again because of these credentials: an
+    /// OAuth `401` is answered with a new token and the request resent once (§5), so its
+    /// body must be kept.
+    pub fn needs_replayable_body(&self) -> bool {
+        matches!(self, Credentials::OAuth2(_))
+    }
+
     /// Sends one attempt through `inner` with this route's credentials.
     async fn send<S>(
         self,

@@ -13,6 +13,7 @@ mod route;
 mod summary;
 mod tls;
 mod token_cache;
+mod upstream_url;
 mod validate;
 
 #[cfg(test)]
@@ -28,4 +29,5 @@ pub use model::*;
 pub use net::{normalise_prefix, parse_cidr, redact_userinfo};
 pub use summary::summary;
 pub use token_cache::{DEFAULT_KEY_PREFIX, DEFAULT_LOCK_TIMEOUT};
+pub use upstream_url::UpstreamUrl;
 pub use validate::{DEFAULT_ADMIN_LISTEN, DEFAULT_ALLOW, DEFAULT_LISTEN};

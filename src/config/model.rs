@@ -141,7 +141,7 @@ pub struct RouteConfig {
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
     /// `https://host[:port]` (plain `http` only with `allow_insecure_upstream`); path prefix allowed.
-    pub url: http::Uri,
+    pub url: super::UpstreamUrl,
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub body_timeout: Duration,

@@ -14,10 +14,11 @@ use super::model::{
     RetryConfig, RouteConfig, TlsConfig, TokenCacheConfig, UpstreamConfig, DEFAULT_BODY_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_UPSTREAM_TIMEOUT,
 };
-use super::net::{normalise_prefix, parse_cidr, parse_url};
+use super::net::{normalise_prefix, parse_cidr};
 use super::raw::{RawRoute, RawUpstream, Texts};
 use super::retry::retry;
 use super::tls::tls;
+use super::upstream_url::UpstreamUrl;
 
 /// What every route inherits from the top level.
 pub(crate) struct Inherited<'a> {
@@ -115,7 +116,7 @@ fn upstream(
     let key = |k: &str| join(path, k);
     let allow_insecure_upstream = raw.allow_insecure_upstream.unwrap_or(false);
     let url = required(p, &key("url"), &raw.url).and_then(|u| {
-        parse_url(u, allow_insecure_upstream)
+        UpstreamUrl::parse(u, allow_insecure_upstream)
             .map_err(|e| p.add(key("url"), e))
             .ok()
     });

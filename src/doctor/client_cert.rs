@@ -23,7 +23,8 @@ use super::report::{Step, StepResult};
 use super::tls::{client_cert_hint, is_client_cert_alert};
 use super::DOCTOR_USER_AGENT;
 use crate::certs::ClientIdentity;
-use crate::error::{classify_attempt_error, find_cause, AttemptFailure, BoxError};
+use crate::error::{find_cause, BoxError};
+use crate::upstream::classify::{classify_attempt_error, AttemptFailure};
 
 /// Step 4, on the connection the handshake step opened.
 pub async fn probe(

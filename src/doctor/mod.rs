@@ -147,10 +147,10 @@ pub fn call_path(route: &RouteConfig, path: Option<&str>) -> Result<PathAndQuery
 /// route's prefix removed with `strip_prefix`), for the probe that goes there directly.
 fn upstream_target(route: &RouteConfig, path: &str) -> String {
     let strip = route.strip_prefix.then_some(route.path_prefix.as_str());
-    Target::new(&route.upstream.url, strip)
+    let target = Target::new(&route.upstream.url, strip);
+    path.parse::<Uri>()
         .ok()
-        .zip(path.parse::<Uri>().ok())
-        .and_then(|(target, origin)| target.uri_for(&origin).ok())
+        .and_then(|origin| target.uri_for(&origin).ok())
         .and_then(|uri| uri.path_and_query().map(ToString::to_string))
         .unwrap_or_else(|| path.to_owned())
 }
@@ -173,7 +173,7 @@ async fn diagnose(
     };
     progress(Progress::Route(&run.report));
     let upstream = &route.upstream;
-    let endpoint = Endpoint::of(&upstream.url);
+    let endpoint = Endpoint::of(upstream.url.uri());
 
     let addrs = match &endpoint {
         Some(endpoint) => run.record(network::resolve(endpoint).await, progress),

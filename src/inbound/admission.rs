@@ -7,37 +7,37 @@
 
 use std::borrow::Cow;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use http::{Method, Request, Uri, Version};
 use ipnet::IpNet;
 
 use super::path::normalise;
-use super::route::{is_allowed, RouteTable, Selection};
+use super::route::{is_allowed, RouteEntry, RouteTable, Selection};
 use crate::context::RequestContext;
 use crate::error::{ErrorCode, GatewayError};
 use crate::headers::browser::is_browser_request;
 
-/// What admission decided for a request (kept in its [`RequestContext`]): the route it goes
-/// to and the peer's canonical address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Admitted {
-    pub route_index: usize,
-    pub route_name: Arc<str>,
+/// What admission decided for a request, handed straight to the next step: the route it
+/// goes to (with its target) and the peer's canonical address.
+#[derive(Debug)]
+pub struct Admitted<'a, T> {
+    pub route: &'a RouteEntry<T>,
     pub peer: IpAddr,
 }
 
+/// Who may call what; `T` is what each route's requests go to.
 #[derive(Debug, Clone)]
-pub struct AdmissionPolicy {
+pub struct AdmissionPolicy<T> {
     pub allow: Vec<IpNet>,
-    pub routes: RouteTable,
+    pub routes: RouteTable<T>,
     pub reject_browser_requests: bool,
 }
 
-impl AdmissionPolicy {
+impl<T> AdmissionPolicy<T> {
     /// Admits the request or says why not; on success the request's target is rewritten to
-    /// the normalised origin-form path (and its query), and `Admitted` is in its context.
-    pub fn admit<B>(&self, request: &mut Request<B>) -> Result<Admitted, GatewayError> {
+    /// the normalised origin-form path (and its query), and its context names the route
+    /// (for the access log and metrics).
+    pub fn admit<B>(&self, request: &mut Request<B>) -> Result<Admitted<'_, T>, GatewayError> {
         let peer = RequestContext::get(request)
             .and_then(|context| context.peer())
             .map(|peer| peer.ip().to_canonical())
@@ -49,8 +49,8 @@ impl AdmissionPolicy {
         }
         let path = normalise(request.uri().path())
             .map_err(|why| GatewayError::new(ErrorCode::BadPath, why.to_string()))?;
-        let (route_index, route_name) = match self.routes.select(&path, peer) {
-            Selection::Route(index, name) => (index, name),
+        let route = match self.routes.select(&path, peer) {
+            Selection::Route(route) => route,
             Selection::ForbiddenSource => return Err(forbidden_source()),
             Selection::NoRoute => {
                 return Err(GatewayError::new(
@@ -72,13 +72,8 @@ impl AdmissionPolicy {
         if absolute || matches!(path, Cow::Owned(_)) {
             *request.uri_mut() = origin_form(&path, request.uri().query())?;
         }
-        let admitted = Admitted {
-            route_index,
-            route_name,
-            peer,
-        };
-        RequestContext::of(request).admit(admitted.clone());
-        Ok(admitted)
+        RequestContext::of(request).set_route(route.name().clone());
+        Ok(Admitted { route, peer })
     }
 }
 
@@ -145,15 +140,26 @@ fn origin_form(path: &str, query: Option<&str>) -> Result<Uri, GatewayError> {
 mod tests {
     use super::*;
     use std::net::SocketAddr;
+    use std::sync::Arc;
 
-    fn policy() -> AdmissionPolicy {
+    fn policy() -> AdmissionPolicy<&'static str> {
         let net = |s: &str| s.parse::<IpNet>().unwrap_or_else(|_| IpNet::default());
         AdmissionPolicy {
             allow: vec![net("10.0.0.0/8"), net("127.0.0.0/8")],
             routes: RouteTable::from_entries([
-                ("raas", "/raas/v2", None),
-                ("orders", "/raas/v2/orders", Some(vec![net("10.1.0.0/16")])),
-                ("admin", "/admin", Some(vec![net("10.9.0.0/16")])),
+                ("raas", "/raas/v2", None, "raas target"),
+                (
+                    "orders",
+                    "/raas/v2/orders",
+                    Some(vec![net("10.1.0.0/16")]),
+                    "orders target",
+                ),
+                (
+                    "admin",
+                    "/admin",
+                    Some(vec![net("10.9.0.0/16")]),
+                    "admin target",
+                ),
             ]),
             reject_browser_requests: true,
         }
@@ -174,7 +180,7 @@ mod tests {
         request
     }
 
-    fn code(result: Result<Admitted, GatewayError>) -> Option<ErrorCode> {
+    fn code(result: Result<Admitted<'_, &str>, GatewayError>) -> Option<ErrorCode> {
         result.err().map(|e| e.code)
     }
 
@@ -182,7 +188,7 @@ mod tests {
     fn longest_prefix_wins_when_sources_admit() {
         let policy = policy();
         let mut req = request(Method::POST, "/raas/v2/orders?x=1", "10.1.2.3");
-        let admitted = policy.admit(&mut req).map(|a| a.route_name.to_string());
+        let admitted = policy.admit(&mut req).map(|a| a.route.name().to_string());
         assert_eq!(admitted.as_deref(), Ok("orders"));
         assert_eq!(req.uri().to_string(), "/raas/v2/orders?x=1");
     }
@@ -190,7 +196,7 @@ mod tests {
     #[test]
     fn narrower_route_falls_back_to_wider_for_other_sources() {
         let mut req = request(Method::GET, "/raas/v2/orders", "10.2.0.1");
-        let admitted = policy().admit(&mut req).map(|a| a.route_name.to_string());
+        let admitted = policy().admit(&mut req).map(|a| a.route.name().to_string());
         assert_eq!(admitted.as_deref(), Ok("raas"));
     }
 
@@ -263,7 +269,7 @@ mod tests {
         // `/raas/v2/x/../orders` normalises to the orders route, which this peer may not use,
         // so it lands on the wider route exactly as the plain path would.
         let mut req = request(Method::GET, "/raas/v2/x/%2e%2e/orders", "10.2.0.1");
-        let admitted = policy().admit(&mut req).map(|a| a.route_name.to_string());
+        let admitted = policy().admit(&mut req).map(|a| a.route.name().to_string());
         assert_eq!(admitted.as_deref(), Ok("raas"));
         assert_eq!(req.uri().path(), "/raas/v2/orders");
     }
@@ -276,7 +282,7 @@ mod tests {
             "10.2.0.1",
         );
         *req.version_mut() = Version::HTTP_2;
-        let admitted = policy().admit(&mut req).map(|a| a.route_name.to_string());
+        let admitted = policy().admit(&mut req).map(|a| a.route.name().to_string());
         assert_eq!(admitted.as_deref(), Ok("raas"));
         assert_eq!(req.uri().to_string(), "/raas/v2/orders?x=1");
     }
@@ -285,7 +291,7 @@ mod tests {
     fn non_ascii_paths_are_kept_as_sent() {
         for target in ["/raas/v2/café", "/raas/v2/caf%c3%a9", "/raas/v2/./café%41"] {
             let mut req = request(Method::GET, target, "10.2.0.1");
-            let admitted = policy().admit(&mut req).map(|a| a.route_name.to_string());
+            let admitted = policy().admit(&mut req).map(|a| a.route.name().to_string());
             assert_eq!(admitted.as_deref(), Ok("raas"), "{target}");
             assert_eq!(req.uri().path(), target.replace("/./", "/"), "{target}");
         }

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
@@ -22,7 +22,6 @@ use tower::{Layer, Service};
 
 use crate::body::{body_stalled, CallerStream, Payload, StreamFault};
 use crate::error::{find_cause, BoxError, ErrorCode, GatewayError};
-use crate::retry::policy::Deadline;
 
 #[derive(Debug, Clone, Copy)]
 pub struct PrepareBodyLayer {
@@ -31,8 +30,6 @@ pub struct PrepareBodyLayer {
     pub body_read_timeout: Duration,
     /// True when the route may send a request more than once.
     pub buffer: bool,
-    /// The route's total time budget for all attempts and waits.
-    pub deadline: Option<Duration>,
 }
 
 impl<S> Layer<S> for PrepareBodyLayer {
@@ -125,7 +122,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let (mut parts, body) = request.into_parts();
+            let (parts, body) = request.into_parts();
             let declared = parts
                 .headers
                 .get(CONTENT_LENGTH)
@@ -133,13 +130,6 @@ where
                 .and_then(|v| v.parse::<u64>().ok());
             if declared.is_some_and(|len| len > settings.max_body_bytes) {
                 return Err(too_large(settings.max_body_bytes));
-            }
-            // A deadline too far away to represent is no deadline (never a panic).
-            if let Some(deadline) = settings
-                .deadline
-                .and_then(|deadline| Instant::now().checked_add(deadline))
-            {
-                parts.extensions.insert(Deadline(deadline));
             }
             let payload = if body.is_end_stream() {
                 Payload::Empty

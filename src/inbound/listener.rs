@@ -15,8 +15,8 @@ use tower::ServiceExt;
 
 use super::accept::Acceptor;
 use super::workers::Workers;
+use super::GatewayService;
 use crate::context::RequestContext;
-use crate::stack::GatewayService;
 
 /// Accepts on `acceptor` until `shutdown` turns true, then lets the workers drain.
 pub async fn serve(mut acceptor: Acceptor, workers: Workers, mut shutdown: watch::Receiver<bool>) {

@@ -9,3 +9,15 @@ pub mod listener;
 pub mod path;
 pub mod route;
 pub mod workers;
+
+use std::convert::Infallible;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tower::util::BoxCloneService;
+
+use crate::body::ResponseBody;
+
+/// The whole inbound service a listener serves: never fails, every error is already an
+/// answer. Built by [`crate::stack`]; defined here, where it is served.
+pub type GatewayService = BoxCloneService<Request<Incoming>, Response<ResponseBody>, Infallible>;

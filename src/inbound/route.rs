@@ -1,5 +1,8 @@
 //! Route selection (PRODUCT.md §9): whole-segment prefixes, longest prefix first, then file
 //! order; a path some route matches but whose sources refuse the peer is `403`, not `404`.
+//!
+//! Invariant: a selected route is one of the table's own entries, with its target: nothing
+//! downstream looks a route up again by index or name.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -9,51 +12,68 @@ use ipnet::IpNet;
 use super::path::has_prefix;
 use crate::config::RouteConfig;
 
+/// One route as selection sees it, carrying `T`: what a request selected for it goes to.
 #[derive(Debug, Clone)]
-struct RouteEntry {
+pub struct RouteEntry<T> {
     name: Arc<str>,
     prefix: String,
     sources: Option<Vec<IpNet>>,
+    target: T,
 }
 
-/// The routes of one configuration, in the order selection tries them.
+impl<T> RouteEntry<T> {
+    /// The route's name (logs and metrics).
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// What a request selected for this route goes to.
+    pub fn target(&self) -> &T {
+        &self.target
+    }
+}
+
+/// The routes of one configuration, in the order selection tries them, each with its `T`.
 #[derive(Debug, Clone)]
-pub struct RouteTable {
-    /// Indexes into the configuration's routes, longest prefix first (stable: file order kept).
+pub struct RouteTable<T> {
+    /// Indexes into `entries`, longest prefix first (stable: file order kept).
     order: Vec<usize>,
-    entries: Vec<RouteEntry>,
+    entries: Vec<RouteEntry<T>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selection {
-    /// Index of the chosen route in the configuration, and its name.
-    Route(usize, Arc<str>),
+#[derive(Debug)]
+pub enum Selection<'a, T> {
+    /// The chosen route.
+    Route(&'a RouteEntry<T>),
     /// Some route matches the path, but none admits this peer.
     ForbiddenSource,
     NoRoute,
 }
 
-impl RouteTable {
-    pub fn new(routes: &[RouteConfig]) -> Self {
-        Self::from_entries(routes.iter().map(|route| {
+impl<T> RouteTable<T> {
+    /// The table of `routes`, each paired (in order) with its target.
+    pub fn new(routes: &[RouteConfig], targets: impl IntoIterator<Item = T>) -> Self {
+        Self::from_entries(routes.iter().zip(targets).map(|(route, target)| {
             (
                 route.name.as_str(),
                 route.path_prefix.as_str(),
                 route.sources.clone(),
+                target,
             )
         }))
     }
 
-    /// Builds the table from `(name, normalised prefix, sources)` in file order.
+    /// Builds the table from `(name, normalised prefix, sources, target)` in file order.
     pub fn from_entries<'a>(
-        routes: impl IntoIterator<Item = (&'a str, &'a str, Option<Vec<IpNet>>)>,
+        routes: impl IntoIterator<Item = (&'a str, &'a str, Option<Vec<IpNet>>, T)>,
     ) -> Self {
-        let entries: Vec<RouteEntry> = routes
+        let entries: Vec<RouteEntry<T>> = routes
             .into_iter()
-            .map(|(name, prefix, sources)| RouteEntry {
+            .map(|(name, prefix, sources, target)| RouteEntry {
                 name: Arc::from(name),
                 prefix: prefix.to_owned(),
                 sources,
+                target,
             })
             .collect();
         let mut order: Vec<usize> = (0..entries.len()).collect();
@@ -62,11 +82,14 @@ impl RouteTable {
     }
 
     /// Picks the route for a normalised path and an inbound peer.
-    pub fn select(&self, path: &str, peer: IpAddr) -> Selection {
+    pub fn select(&self, path: &str, peer: IpAddr) -> Selection<'_, T> {
         let peer = peer.to_canonical();
         let mut path_matched = false;
-        for &index in &self.order {
-            let entry = &self.entries[index];
+        for entry in self
+            .order
+            .iter()
+            .filter_map(|&index| self.entries.get(index))
+        {
             if !has_prefix(path, &entry.prefix) {
                 continue;
             }
@@ -76,7 +99,7 @@ impl RouteTable {
                 .as_ref()
                 .is_none_or(|sources| sources.iter().any(|net| net.contains(&peer)));
             if admitted {
-                return Selection::Route(index, entry.name.clone());
+                return Selection::Route(entry);
             }
         }
         if path_matched {

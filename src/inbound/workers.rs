@@ -1,7 +1,7 @@
 //! Serving workers: one thread per core, each with its own single-threaded runtime. The
 //! acceptor hands every connection to the worker serving the fewest, and that worker serves
 //! it to the end, together with the upstream connections its requests use
-//! ([`PerWorker`]). A request never crosses threads: no futex wake-ups between scheduler
+//! ([`crate::rt::PerWorker`]). A request never crosses threads: no futex wake-ups between scheduler
 //! threads, no work stealing. This is nginx's model; `bench/run` measured tokio's
 //! multi-thread scheduler on 2 cores at the same throughput as one thread, with 24 % more
 //! CPU per request.
@@ -9,10 +9,8 @@
 //! Invariant: every accepted connection is served by exactly one worker; when the acceptor
 //! stops, each worker finishes its connections (up to the grace period) before it ends.
 
-use std::cell::Cell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,48 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::accept::ConnectionSlot;
 use super::connection::{self, ConnectionLimits};
 use super::listener::tagged;
-use crate::stack::GatewayService;
-
-thread_local! {
-    /// The index of the worker running on this thread; `None` off the workers.
-    static CURRENT: Cell<Option<usize>> = const { Cell::new(None) };
-}
-
-/// The default number of workers: the CPUs this process may use (affinity and cgroup
-/// quota included), at least one.
-pub fn default_count() -> usize {
-    std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
-}
-
-/// The index of the worker this thread is, or 0 off the workers (tests, `doctor`, the
-/// control runtime): what [`PerWorker::get`] picks by.
-pub fn current() -> usize {
-    CURRENT.with(Cell::get).unwrap_or(0)
-}
-
-/// One value per worker (an upstream client and its connection pool), so that each worker
-/// only uses connections whose tasks run on its own runtime.
-#[derive(Clone)]
-pub struct PerWorker<T> {
-    items: Arc<[T]>,
-}
-
-impl<T> PerWorker<T> {
-    /// Makes `count` values (at least one).
-    pub fn try_new<E>(count: usize, mut make: impl FnMut() -> Result<T, E>) -> Result<Self, E> {
-        let items = (0..count.max(1))
-            .map(|_| make())
-            .collect::<Result<Vec<T>, E>>()?;
-        Ok(PerWorker {
-            items: items.into(),
-        })
-    }
-
-    /// This worker's value (the first one off the workers).
-    pub fn get(&self) -> &T {
-        &self.items[current() % self.items.len()]
-    }
-}
+use super::GatewayService;
 
 /// An accepted connection on its way to a worker.
 struct Accepted {
@@ -143,7 +100,7 @@ impl Workers {
             std::thread::Builder::new()
                 .name(format!("tango-gateway-worker-{index}"))
                 .spawn(move || {
-                    CURRENT.set(Some(index));
+                    crate::rt::enter_worker(index);
                     let all_ended = runtime.block_on(serve_worker(incoming, service, settings));
                     // Connections still open after the grace period, idle upstream
                     // connections and their tasks end with the runtime, before `done`.
@@ -259,33 +216,5 @@ async fn serve_worker(
     tokio::select! {
         _ = all_ended.recv() => true,
         _ = tokio::time::sleep(settings.shutdown_grace) => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn per_worker_values_are_picked_by_the_current_worker() {
-        let mut next = 0;
-        let values = PerWorker::try_new(3, || {
-            next += 1;
-            Ok::<_, ()>(next)
-        })
-        .expect("values");
-        assert_eq!(*values.get(), 1, "off the workers: the first");
-        let on_worker_2 = std::thread::spawn(move || {
-            CURRENT.set(Some(2));
-            *values.get()
-        });
-        assert_eq!(on_worker_2.join().expect("thread"), 3);
-    }
-
-    #[test]
-    fn at_least_one_value_and_one_worker() {
-        let values = PerWorker::try_new(0, || Ok::<_, ()>("only")).expect("values");
-        assert_eq!(*values.get(), "only");
-        assert!(default_count() >= 1);
     }
 }

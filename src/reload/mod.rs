@@ -26,10 +26,9 @@ pub use live::{Generation, Live, LiveService};
 
 use crate::certs::expiry::ExpiryWarnings;
 use crate::config::{self, Config, ConfigErrors};
-use crate::inbound::limit::InFlightLimitLayer;
 use crate::inbound::listener::stop_requested;
 use crate::metrics::metrics;
-use crate::stack::{self, BuildError};
+use crate::stack::{self, BuildError, ProcessWide};
 
 /// How often watched files are hashed: a change is picked up within about a second.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -88,12 +87,12 @@ impl ReloadHandle {
 pub fn spawn(
     live: Arc<Live>,
     startup: Arc<Config>,
-    capacity: InFlightLimitLayer,
+    process: ProcessWide,
     stop: watch::Receiver<bool>,
 ) -> (ReloadHandle, JoinHandle<()>) {
     let (requests, received) = mpsc::channel(4);
     let reloader = Reloader {
-        capacity,
+        process,
         path: startup.source.clone(),
         files: Vec::new(),
         seen: None,
@@ -107,8 +106,8 @@ pub fn spawn(
 
 struct Reloader {
     live: Arc<Live>,
-    /// The process-wide concurrency limit every generation's routes share.
-    capacity: InFlightLimitLayer,
+    /// What every generation shares (the worker count, the concurrency limit).
+    process: ProcessWide,
     /// Settings only a restart applies are compared with these.
     startup: Arc<Config>,
     path: PathBuf,
@@ -206,11 +205,12 @@ impl Reloader {
         self.seen = Some(seen);
         let config = loaded.map_err(ReloadError::Config)?;
         warn_restart_only_changes(&self.startup, &config);
-        let routing = stack::build_routing(&config, Some(&current.tokens), &self.capacity)
-            .map_err(|source| ReloadError::Build {
+        let routing = stack::build_routing(&config, Some(&current.tokens), &self.process).map_err(
+            |source| ReloadError::Build {
                 file: self.path.clone(),
                 source,
-            })?;
+            },
+        )?;
         let next = Generation::start(current.number + 1, Arc::new(config), routing);
         if !next.tokens.settled(FIRST_TOKEN_WAIT).await {
             tracing::warn!(
@@ -255,10 +255,6 @@ fn warn_restart_only_changes(startup: &Config, next: &Config) {
         (
             a.header_read_timeout != b.header_read_timeout,
             "inbound.header_read_timeout",
-        ),
-        (
-            a.body_read_timeout != b.body_read_timeout,
-            "inbound.body_read_timeout",
         ),
         (a.idle_timeout != b.idle_timeout, "inbound.idle_timeout"),
         (

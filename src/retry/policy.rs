@@ -17,15 +17,13 @@ use super::idempotency::is_retry_safe;
 use crate::body::{clone_request, Payload, ResponseBody};
 use crate::config::RetryConfig;
 use crate::context::RequestContext;
-use crate::error::{classify_attempt_error, AttemptFailure, BoxError};
+use crate::deadline::Deadline;
+use crate::error::BoxError;
 use crate::metrics::{metrics, ReasonLabels};
+use crate::upstream::classify::{classify_attempt_error, AttemptFailure};
 
 /// Window over which the retry budget counts requests (§3: "over the last 10 s").
 const BUDGET_WINDOW: Duration = Duration::from_secs(10);
-
-/// The instant after which no attempt may start and no wait may end (route `deadline`).
-#[derive(Debug, Clone, Copy)]
-pub struct Deadline(pub Instant);
 
 /// Retry settings and budget shared by every request of a route.
 pub struct RouteRetry {
@@ -157,8 +155,8 @@ impl tower::retry::Policy<Request<Payload>, Response<ResponseBody>, BoxError> fo
             tracing::info!(route = %route, reason = %retryable.reason(), "Retry-After exceeds max_backoff; passing the answer through");
             return None;
         };
-        if let Some(Deadline(deadline)) = request.extensions().get::<Deadline>() {
-            if Instant::now() + wait >= *deadline {
+        if let Some(deadline) = Deadline::of(request) {
+            if Instant::now() + wait >= deadline {
                 tracing::info!(route = %route, attempts = self.attempts, "route deadline reached; no further attempt");
                 return None;
             }

@@ -14,7 +14,8 @@ use std::task::{ready, Context, Poll};
 use http::{Request, Response};
 use tower::{Layer, Service};
 
-use crate::error::{classify_attempt_error, AttemptFailure, BoxError};
+use super::classify::{classify_attempt_error, AttemptFailure};
+use crate::error::BoxError;
 use crate::metrics::{self, OutcomeLabels};
 
 #[derive(Debug, Clone)]

@@ -27,12 +27,12 @@ use super::pool::{Pool, PoolSettings, ResponseFuture, POOL_IDLE_TIMEOUT};
 use super::stall::StallGuard;
 use super::tls::{client_config, TlsSetupError};
 use crate::body::{Payload, ResponseBody};
-use crate::config::{TlsConfig, UpstreamConfig};
+use crate::config::{TlsConfig, UpstreamConfig, UpstreamUrl};
 use crate::context::RequestContext;
 use crate::error::{BoxError, ErrorCode, GatewayError};
 use crate::headers::hop_by_hop;
-use crate::inbound::workers::PerWorker;
 use crate::metrics::{metrics, RouteLabels};
+use crate::rt::PerWorker;
 
 pub type HttpsClient = Client<HttpsConnector<HttpConnector>, Payload>;
 
@@ -54,13 +54,7 @@ pub fn build_worker_clients(
 ) -> Result<PerWorker<Arc<Pool>>, TlsSetupError> {
     let mut tls = client_config(&upstream.tls)?;
     tls.alpn_protocols = alpn_protocols();
-    let destination = Destination::new(upstream, Arc::new(tls)).ok_or_else(|| {
-        // Unreachable in practice: the URL was validated at load.
-        TlsSetupError::Settings(rustls::Error::General(
-            "the upstream URL has no scheme or host".into(),
-        ))
-    })?;
-    let destination = Arc::new(destination);
+    let destination = Arc::new(Destination::new(upstream, Arc::new(tls)));
     // Every worker's pool counts into the route's one series.
     let stale_resends = metrics()
         .upstream_stale_resends
@@ -128,14 +122,13 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn new(url: &Uri, strip_prefix: Option<&str>) -> Result<Self, GatewayError> {
-        let invalid = || GatewayError::new(ErrorCode::UpstreamUnreachable, "invalid upstream URL");
-        Ok(Target {
-            scheme: url.scheme().cloned().ok_or_else(invalid)?,
-            authority: url.authority().cloned().ok_or_else(invalid)?,
-            base_path: url.path().trim_end_matches('/').to_owned(),
+    pub fn new(url: &UpstreamUrl, strip_prefix: Option<&str>) -> Self {
+        Target {
+            scheme: url.scheme().clone(),
+            authority: url.authority().clone(),
+            base_path: url.base_path().to_owned(),
             strip_prefix: strip_prefix.filter(|p| *p != "/").map(str::to_owned),
-        })
+        }
     }
 
     /// The absolute upstream URI for an admitted origin-form request target.
@@ -263,7 +256,7 @@ mod tests {
     use super::*;
 
     fn target(url: &str, strip: Option<&str>) -> Option<Target> {
-        Target::new(&url.parse().ok()?, strip).ok()
+        Some(Target::new(&UpstreamUrl::parse(url, true).ok()?, strip))
     }
 
     fn uri_for(target: &Option<Target>, origin: &str) -> Option<String> {

@@ -43,8 +43,6 @@ const ALPN_HTTP11: &[u8] = b"http/1.1";
 pub enum ConnectError {
     #[error("plain http to the upstream is not allowed (allow_insecure_upstream is off)")]
     InsecureRefused,
-    #[error("the upstream host is not a valid TLS server name")]
-    InvalidServerName,
     #[error("the upstream host did not resolve")]
     Resolve(#[source] io::Error),
     #[error("the upstream host resolved to no address")]
@@ -65,8 +63,7 @@ pub enum ConnectError {
 enum Transport {
     Tls {
         connector: TlsConnector,
-        /// `None` when the host is not a valid name: every connect fails, as it did before.
-        server_name: Option<ServerName<'static>>,
+        server_name: ServerName<'static>,
     },
     Plain,
     /// Plain `http` without `allow_insecure_upstream` (refused at load; kept as a guard).
@@ -96,31 +93,18 @@ pub enum Connection {
 
 impl Destination {
     /// `tls` is the upstream's client configuration with its ALPN list (shared by every
-    /// worker, so its session cache is too). `None` when the URL has no scheme or host,
-    /// which validation at load already refuses.
-    pub fn new(upstream: &UpstreamConfig, tls: Arc<ClientConfig>) -> Option<Self> {
+    /// worker, so its session cache is too).
+    pub fn new(upstream: &UpstreamConfig, tls: Arc<ClientConfig>) -> Self {
         let url = &upstream.url;
-        let scheme = url.scheme()?.clone();
-        let authority = url.authority()?.clone();
-        let secure = scheme == Scheme::HTTPS;
-        let default_port = if secure { 443 } else { 80 };
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let transport = if secure {
+        let transport = if url.is_https() {
             Transport::Tls {
                 connector: TlsConnector::from(tls),
-                server_name: ServerName::try_from(host.to_owned()).ok(),
+                server_name: url.server_name().clone(),
             }
-        } else if scheme == Scheme::HTTP && upstream.allow_insecure_upstream {
+        } else if upstream.allow_insecure_upstream {
             Transport::Plain
         } else {
             Transport::Refused
-        };
-        let host_header = match authority.port_u16() {
-            Some(port) if port != default_port => format!("{}:{port}", authority.host()),
-            _ => authority.host().to_owned(),
         };
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         // The h2 connection is shared by all of a worker's requests: a peer gone silent
@@ -129,16 +113,16 @@ impl Destination {
         h2.timer(TokioTimer::new())
             .keep_alive_interval(Some(H2_PING_INTERVAL))
             .keep_alive_timeout(H2_PING_TIMEOUT);
-        Some(Destination {
-            host: host.into(),
-            port: authority.port_u16().unwrap_or(default_port),
+        Destination {
+            host: url.host().into(),
+            port: url.port(),
             transport,
             connect_timeout: upstream.connect_timeout,
-            host_header: HeaderValue::from_str(&host_header).ok()?,
-            scheme,
-            authority,
+            host_header: url.host_header().clone(),
+            scheme: url.scheme().clone(),
+            authority: url.authority().clone(),
             h2,
-        })
+        }
     }
 
     pub fn host_header(&self) -> &HeaderValue {
@@ -175,9 +159,8 @@ impl Destination {
                 connector,
                 server_name,
             } => {
-                let name = server_name.clone().ok_or(ConnectError::InvalidServerName)?;
                 let tcp = self.tcp(deadline).await?;
-                let handshake = connector.connect(name, tcp);
+                let handshake = connector.connect(server_name.clone(), tcp);
                 let tls = tokio::time::timeout(self.left_until(deadline), handshake)
                     .await
                     .map_err(|_| ConnectError::TlsTimeout)?

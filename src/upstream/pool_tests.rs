@@ -22,8 +22,8 @@ use tokio_rustls::TlsAcceptor;
 
 use super::*;
 use crate::config::{TlsConfig, UpstreamConfig};
-use crate::error::{classify_attempt_error, AttemptFailure};
 use crate::pki::{Ca, CertifiedMaterial};
+use crate::upstream::classify::{classify_attempt_error, AttemptFailure};
 use crate::upstream::connect::{alpn_protocols, ConnectError};
 use crate::upstream::lease::Lease;
 use crate::upstream::tls::client_config;
@@ -274,7 +274,7 @@ impl Body for UnsizedOr {
 
 fn upstream(url: &str, ca: &Ca, allow_insecure: bool) -> UpstreamConfig {
     UpstreamConfig {
-        url: url.parse().unwrap(),
+        url: crate::config::UpstreamUrl::parse(url, true).unwrap(),
         timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(2),
         body_timeout: Duration::from_secs(5),
@@ -290,7 +290,7 @@ fn upstream(url: &str, ca: &Ca, allow_insecure: bool) -> UpstreamConfig {
 fn pool_for(config: &UpstreamConfig, settings: PoolSettings) -> Arc<Pool> {
     let mut tls = client_config(&config.tls).unwrap();
     tls.alpn_protocols = alpn_protocols();
-    let destination = Destination::new(config, Arc::new(tls)).unwrap();
+    let destination = Destination::new(config, Arc::new(tls));
     Arc::new(Pool::new(
         Arc::new(destination),
         settings,

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use http::Request;
 use tower::{Layer, Service};
 
-use crate::error::{AttemptTimedOut, BoxError};
-use crate::retry::policy::Deadline;
+use super::classify::AttemptTimedOut;
+use crate::deadline::Deadline;
+use crate::error::BoxError;
 
 #[derive(Debug, Clone, Copy)]
 pub struct AttemptTimeoutLayer {
@@ -54,8 +55,8 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let limit = match request.extensions().get::<Deadline>() {
-            Some(Deadline(deadline)) => self
+        let limit = match Deadline::of(&request) {
+            Some(deadline) => self
                 .timeout
                 .min(deadline.saturating_duration_since(Instant::now())),
             None => self.timeout,

@@ -24,7 +24,8 @@ use super::token::{AccessToken, TokenKind};
 use crate::auth::dpop::DpopKey;
 use crate::body::Payload;
 use crate::config::{ClientAuthMethod, OAuth2Config, OAuthGrant};
-use crate::error::{classify_attempt_error, AttemptFailure, BoxError};
+use crate::error::BoxError;
+use crate::upstream::classify::{classify_attempt_error, AttemptFailure};
 use crate::upstream::client::{build_https_client, HttpsClient};
 use crate::upstream::tls::TlsSetupError;
 

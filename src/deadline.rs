@@ -1,0 +1,102 @@
+//! The route's `deadline` (§6): one instant, fixed when a request enters its route, after
+//! which no attempt may start and no wait may end. A leaf: the step that sets it and the
+//! layers that keep to it (retry, attempt timeout) all depend on it, and it on none of them.
+//!
+//! Invariant: a request carries at most one deadline, set once, before any attempt.
+
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::Request;
+use tower::{Layer, Service};
+
+/// The instant after which no attempt may start and no wait may end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline(pub Instant);
+
+impl Deadline {
+    /// The request's deadline, if its route has one.
+    pub fn of<B>(request: &Request<B>) -> Option<Instant> {
+        request
+            .extensions()
+            .get::<Deadline>()
+            .map(|Deadline(at)| *at)
+    }
+}
+
+/// Sets the deadline `budget` from now on every request (none when the route has none).
+#[derive(Debug, Clone, Copy)]
+pub struct SetDeadlineLayer {
+    pub budget: Option<Duration>,
+}
+
+impl<S> Layer<S> for SetDeadlineLayer {
+    type Service = SetDeadline<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        SetDeadline {
+            inner,
+            budget: self.budget,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SetDeadline<S> {
+    inner: S,
+    budget: Option<Duration>,
+}
+
+impl<S, B> Service<Request<B>> for SetDeadline<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        // A deadline too far away to represent is no deadline (never a panic).
+        if let Some(at) = self
+            .budget
+            .and_then(|budget| Instant::now().checked_add(budget))
+        {
+            request.extensions_mut().insert(Deadline(at));
+        }
+        self.inner.call(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn the_deadline_is_set_from_the_route_budget_or_not_at_all() {
+        let seen = |budget| async move {
+            let inner = tower::service_fn(|request: Request<()>| async move {
+                Ok::<_, std::convert::Infallible>(Deadline::of(&request))
+            });
+            let before = Instant::now();
+            let at = SetDeadlineLayer { budget }
+                .layer(inner)
+                .oneshot(Request::new(()))
+                .await
+                .unwrap_or(None);
+            (before, at)
+        };
+        let (before, at) = seen(Some(Duration::from_secs(60))).await;
+        let at = at.unwrap_or(before);
+        assert!(at >= before + Duration::from_secs(60));
+        assert_eq!(seen(None).await.1, None);
+        assert_eq!(
+            seen(Some(Duration::MAX)).await.1,
+            None,
+            "unrepresentable: none"
+        );
+    }
+}
