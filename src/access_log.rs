@@ -9,12 +9,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 use std::task::{ready, Context, Poll};
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
+// Monotonic, on tokio's clock: a duration, never a date (the event's timestamp is the
+// logger's own wall-clock time).
+use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use crate::body::ResponseBody;

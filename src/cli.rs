@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tango_sandbox::pki::KeyKind;
 
-use tango_gateway::pki::KeyKind;
 use tango_gateway::tools::{self, ToolError};
 use tango_gateway::{app, config, demo, doctor, stack, telemetry, upstream};
 

@@ -9,7 +9,7 @@
 use std::fs::DirBuilder;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use tokio::time::Instant;
 
 use anyhow::{anyhow, Context};
 use bytes::Bytes;
@@ -17,14 +17,14 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use tango_sandbox::fake::{
+    FakeTango, FakeTangoOptions, Fault, OAuthServerOptions, RecordedRequest, FAKE_TANGO_HEADER,
+};
+use tango_sandbox::pki::{write_new_file, DevPki, KEY_FILE_MODE};
 
 use crate::app::{self, Running};
 use crate::body::Payload;
 use crate::config::{self, LogFormat};
-use crate::pki::{write_new_file, DevPki, KEY_FILE_MODE};
-use crate::sandbox::{
-    FakeTango, FakeTangoOptions, Fault, OAuthServerOptions, RecordedRequest, FAKE_TANGO_HEADER,
-};
 use crate::telemetry;
 use crate::upstream::client::{build_client, HttpsClient};
 
@@ -411,7 +411,7 @@ impl Demo {
         write_new_file(&aside, new_key.as_bytes(), KEY_FILE_MODE, true)
             .context("writing the new API key")?;
         std::fs::rename(&aside, &key_file).context("replacing the API key file")?;
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         while self.gateway.generation() < 2 {
             if started.elapsed() > std::time::Duration::from_secs(10) {
                 return Err(anyhow!("the gateway did not reload the new key"));

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::{Harness, Setup};
-use tango_gateway::sandbox::Fault;
+use tango_sandbox::fake::Fault;
 
 /// After a refusal the gateway still answers a normal call.
 async fn assert_still_serving(h: &Harness) {

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use secrecy::ExposeSecret;
-use tango_gateway::pki::{write_new_file, Ca, ClientSpec, DevPki, DEV_CLIENT_CN, KEY_FILE_MODE};
+use tango_sandbox::pki::{write_new_file, Ca, ClientSpec, DevPki, DEV_CLIENT_CN, KEY_FILE_MODE};
 use tempfile::TempDir;
 
 const API_KEY: &str = "sk-check-do-not-print-7f3a9c";

@@ -8,7 +8,9 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -18,7 +20,7 @@ use hyper_util::rt::TokioExecutor;
 use support::process::Process;
 use support::redis::RedisServer;
 use support::{start_gateway, OAuth, Setup, Staged};
-use tango_gateway::sandbox::{FakeTango, TokenFault};
+use tango_sandbox::fake::{FakeTango, TokenFault};
 
 const PATH: &str = "/raas/v2/catalogs";
 const PREFIX: &str = "fleet-test";

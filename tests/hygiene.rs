@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use support::{Harness, Setup};
-use tango_gateway::sandbox::RecordedRequest;
+use tango_sandbox::fake::RecordedRequest;
 
 /// After a refusal the gateway still answers a normal call.
 async fn assert_still_serving(h: &Harness) {

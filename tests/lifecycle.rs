@@ -8,7 +8,9 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http::Request;
@@ -17,7 +19,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use support::process::{Process, BIN};
 use support::{OAuth, Setup, CLIENT_ID};
-use tango_gateway::sandbox::Fault;
+use tango_sandbox::fake::Fault;
 
 const PATH: &str = "/raas/v2/catalogs";
 

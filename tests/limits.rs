@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request};
@@ -16,10 +16,11 @@ use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use support::process::Process;
 use support::{Harness, Setup};
-use tango_gateway::sandbox::Fault;
+use tango_sandbox::fake::Fault;
 
 /// How long a test waits for something the gateway must do within a limit of a second or
 /// two: generous, so a loaded machine cannot fail it, and still far below the other limits

@@ -7,7 +7,7 @@ mod support;
 
 use http::{Method, StatusCode};
 use support::{Harness, OAuth, Setup};
-use tango_gateway::sandbox::Fault;
+use tango_sandbox::fake::Fault;
 
 /// The value of the sample line starting with `series` (labels included), if any.
 fn sample(text: &str, series: &str) -> Option<f64> {

@@ -13,7 +13,7 @@
 mod support;
 
 use support::{Harness, Setup, Tls};
-use tango_gateway::pki::DEV_CLIENT_CN;
+use tango_sandbox::pki::DEV_CLIENT_CN;
 
 #[tokio::test]
 async fn tango_sees_the_configured_client_certificate() {

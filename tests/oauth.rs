@@ -1,14 +1,15 @@
 //! OAuth 2.0 and DPoP end to end (PRODUCT.md §5): the gateway against the fake's token
 //! endpoint and API over real mTLS.
 //!
-//! Proofs are checked with the fake's verifier (`sandbox::dpop_verify`: hand-split JWS,
-//! aws-lc-rs ECDSA), which shares no code with the gateway's signer (`jsonwebtoken`), and the
-//! key thumbprint is recomputed here from the key file's public point.
+//! Proofs are checked with the fake's verifier (`tango_sandbox::fake::dpop_verify`: hand-split
+//! JWS, aws-lc-rs ECDSA), which shares no code with the gateway's signer (`jsonwebtoken`), and
+//! the key thumbprint is recomputed here from the key file's public point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -16,10 +17,54 @@ use base64::Engine;
 use http::Method;
 use serde_json::Value;
 use support::{Harness, OAuth, Setup, AUDIENCE, CLIENT_ID, SERVICE_ACCOUNT};
-use tango_gateway::sandbox::dpop_verify::{verify_proof, ProofCheck};
-use tango_gateway::sandbox::{Fault, RecordedRequest, TokenFault};
+use tango_sandbox::fake::dpop_verify::{verify_proof, ProofCheck};
+use tango_sandbox::fake::{Fault, RecordedRequest, TokenFault};
+use tokio::time::Instant;
 
 const TOKEN_PATH: &str = "/oauth/token";
+/// How long a test waits for something the gateway does within a second or two: generous,
+/// so a busy machine cannot fail it. Tests wait for events, never for a fixed time; how long
+/// the cache takes to do things is measured exactly by its unit tests (paused time).
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Waits until `done` holds, polling; panics after [`PATIENCE`] naming `what`.
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {PATIENCE:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `/readyz` until its body mentions `needle`; returns status and body.
+async fn readyz_mentioning(h: &Harness, needle: &str) -> (http::StatusCode, String) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, body) = h.admin_get("/readyz").await;
+        let body = body.to_string();
+        if body.contains(needle) {
+            return (status, body);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz never mentioned {needle:?}: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether the token file holds a token (it is replaced atomically: never half written).
+fn holds_a_token(file: &Path) -> bool {
+    std::fs::read(file)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        .and_then(|stored| {
+            stored["tokens"]
+                .as_object()
+                .map(|tokens| !tokens.is_empty())
+        })
+        .unwrap_or(false)
+}
 
 async fn start(oauth: OAuth) -> Harness {
     Setup::new().oauth(oauth).start().await
@@ -130,14 +175,19 @@ async fn a_hundred_concurrent_calls_on_a_cold_cache_make_one_token_request() {
 
 #[tokio::test]
 async fn the_first_token_is_fetched_at_start_and_readyz_waits_for_it() {
+    // The token endpoint holds the first token back until this test lets it go, so /readyz
+    // is asked while there is none, however long the start took. (While a first fetch is
+    // still in flight /readyz says "no token yet": the cache's unit test.)
     let h = start(OAuth {
-        first_token_delay: Some(Duration::from_millis(700)),
+        token_endpoint_down: true,
         ..OAuth::default()
     })
     .await;
+    wait_until("the start-up token request", || h.fake.token_requests() > 0).await;
     let (status, body) = h.admin_get("/readyz").await;
     assert_eq!(status, 503, "not ready before the first token: {body}");
     assert!(body.to_string().contains("OAuth"), "{body}");
+    h.fake.set_token_endpoint_down(false);
     h.wait_ready().await;
     // Fetched without any call having been made.
     assert_eq!(h.fake.tokens_issued(), 1);
@@ -210,7 +260,7 @@ async fn the_token_request_follows_section_5() {
     assert_eq!(field("scope"), Some("raas.all"));
     assert_eq!(
         request.client_cn.as_deref(),
-        Some(tango_gateway::pki::DEV_CLIENT_CN),
+        Some(tango_sandbox::pki::DEV_CLIENT_CN),
         "the route's client certificate is presented to the token endpoint"
     );
 }
@@ -328,20 +378,21 @@ async fn short_lived_tokens_are_refreshed_in_the_background() {
     })
     .await;
     h.wait_ready().await;
-    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    // Calls keep coming until two background refreshes have happened (a 3 s token is
+    // refreshed at 1.5 s), however long that takes on this machine.
+    let deadline = Instant::now() + PATIENCE;
     let mut calls = 0;
-    while tokio::time::Instant::now() < until {
+    while h.fake.tokens_issued() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "a 3 s token refreshed at 1.5 s: {} issued",
+            h.fake.tokens_issued()
+        );
         let answer = h.get("/raas/v2/catalogs").await;
         assert_eq!(answer.status, 200, "{answer:?}");
         calls += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(calls > 20);
-    assert!(
-        h.fake.tokens_issued() >= 3,
-        "a 3 s token refreshed at 1.5 s: {} issued",
-        h.fake.tokens_issued()
-    );
     assert_eq!(
         h.fake.api_auth_failures(),
         0,
@@ -361,12 +412,11 @@ async fn token_endpoint_down_with_a_valid_token_keeps_serving() {
     .await;
     h.wait_ready().await;
     h.fake.set_token_endpoint_down(true);
-    // The refresh is due after 1.5 s and fails; the current token is still usable.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The refresh is due after 1.5 s and fails; the current token is usable for 27 s.
+    wait_until("a refresh attempt", || h.fake.token_requests() >= 2).await;
     for _ in 0..5 {
         assert_eq!(h.get("/raas/v2/catalogs").await.status, 200);
     }
-    assert!(h.fake.token_requests() >= 2, "a refresh was attempted");
     assert_eq!(h.fake.tokens_issued(), 1);
     assert_eq!(h.admin_get("/readyz").await.0, 200, "a usable token: ready");
 }
@@ -378,14 +428,9 @@ async fn no_token_at_all_answers_503_at_once() {
         ..OAuth::default()
     })
     .await;
-    // Wait until the first fetch has failed, then every call is refused without waiting.
-    for _ in 0..100 {
-        if h.fake.token_requests() > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Once the first fetch has failed (/readyz names the failure), every call is refused
+    // without waiting.
+    readyz_mentioning(&h, "no usable token").await;
     let answer = h.get("/raas/v2/catalogs").await;
     answer.assert_gateway_error(503, "gateway.credentials_unavailable");
     assert!(api_requests(&h).is_empty(), "nothing reached the API");
@@ -405,21 +450,9 @@ async fn a_refused_client_is_not_ready_and_says_why() {
         ..OAuth::default()
     })
     .await;
-    for _ in 0..100 {
-        if h.admin_get("/readyz")
-            .await
-            .1
-            .to_string()
-            .contains("invalid_client")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (status, body) = h.admin_get("/readyz").await;
+    let (status, body) = readyz_mentioning(&h, "invalid_client").await;
     assert_eq!(status, 503);
-    assert!(body.to_string().contains("invalid_client"), "{body}");
-    assert!(!body.to_string().contains("not-the-secret"));
+    assert!(!body.contains("not-the-secret"));
     h.get("/raas/v2/catalogs")
         .await
         .assert_gateway_error(503, "gateway.credentials_unavailable");
@@ -537,12 +570,7 @@ async fn the_file_store_survives_a_restart_without_a_token_request() {
     assert_eq!(h.get("/raas/v2/catalogs").await.status, 200);
     assert_eq!(h.fake.token_requests(), 1);
     let file = h.dir.path().join("tokens.json");
-    for _ in 0..100 {
-        if file.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("the token saved to the file", || holds_a_token(&file)).await;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -568,7 +596,11 @@ async fn a_corrupt_token_file_is_ignored() {
     })
     .await;
     h.wait_ready().await;
-    std::fs::write(h.dir.path().join("tokens.json"), b"{ corrupt").unwrap();
+    // /readyz turns 200 as soon as the token is in memory; the store's write of it may come
+    // later and would replace the corruption below: wait for it first.
+    let file = h.dir.path().join("tokens.json");
+    wait_until("the token saved to the file", || holds_a_token(&file)).await;
+    std::fs::write(&file, b"{ corrupt").unwrap();
     h.restart_gateway().await;
     h.wait_ready().await;
     assert_eq!(h.get("/raas/v2/catalogs").await.status, 200);

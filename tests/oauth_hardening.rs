@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use support::{Harness, OAuth, Setup};
-use tango_gateway::sandbox::RecordedRequest;
+use tango_sandbox::fake::RecordedRequest;
 
 const TOKEN_PATH: &str = "/oauth/token";
 const API_PATH: &str = "/raas/v2/catalogs";
@@ -51,9 +51,10 @@ fn assert_all_dpop(h: &Harness) {
     }
 }
 
-/// Polls `/readyz` (at most 5 s) until its body mentions `needle`; returns status and body.
+/// Polls `/readyz` (at most 15 s: patience for a busy machine, not a limit under test) until
+/// its body mentions `needle`; returns status and body.
 async fn readyz_mentioning(h: &Harness, needle: &str) -> (StatusCode, String) {
-    for _ in 0..100 {
+    for _ in 0..300 {
         let (status, body) = h.admin_get("/readyz").await;
         let body = body.to_string();
         if body.contains(needle) {
@@ -190,13 +191,20 @@ async fn a_bearer_token_in_the_file_store_is_never_served_on_a_dpop_route() {
     })
     .await;
     assert_eq!(h.get(API_PATH).await.status, 200);
+    // The store writes the token after the call could use it: wait for the file (replaced
+    // atomically, so once there it holds the token).
     let file = h.dir.path().join("tokens.json");
-    for _ in 0..100 {
+    for _ in 0..750 {
         if file.exists() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(
+        file.exists(),
+        "the token was never saved to {}",
+        file.display()
+    );
     // Relabel the stored token as Bearer (what a gateway that followed a Bearer answer
     // would have kept). Written in place, so the file keeps its 0600 mode.
     let mut stored: serde_json::Value =

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use http::Method;
 use support::{OAuth, Setup};
-use tango_gateway::sandbox::Fault;
+use tango_sandbox::fake::Fault;
 use tracing_subscriber::fmt::MakeWriter;
 
 #[derive(Clone, Default)]
@@ -28,6 +28,23 @@ impl Write for Captured {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Waits (at most 30 s: patience for a busy machine, not a limit under test) until `done`.
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..1500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{what}: not within 30 s");
 }
 
 impl<'a> MakeWriter<'a> for Captured {
@@ -86,9 +103,13 @@ async fn no_secret_token_or_proof_in_any_log_line() {
         )
         .await;
     assert!(answer.status.is_success(), "{answer:?}");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Background refreshes of the 3 s tokens, then a refresh against a token endpoint that
+    // is down: waited for as events, not for a fixed time.
+    wait_until("background refreshes", || h.fake.tokens_issued() >= 3).await;
+    let failures = || captured.text().matches("token request failed").count();
+    let before = failures();
     h.fake.set_token_endpoint_down(true);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_until("a failed refresh logged", || failures() > before).await;
     let _ = h.get("/raas/v2/catalogs").await;
     h.restart_gateway().await;
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -80,7 +80,7 @@ async fn an_unreachable_redis_answers_quickly_and_is_reported() {
     let mut redis = RedisServer::start().await;
     let store = RedisStore::new(&redis.url(), "t", Duration::from_secs(20)).unwrap();
     redis.stop();
-    let start = std::time::Instant::now();
+    let start = tokio::time::Instant::now();
     assert!(store.load("cred").await.is_none());
     assert!(matches!(
         store.acquire_refresh_lock("cred").await,

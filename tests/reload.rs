@@ -8,7 +8,9 @@ mod support;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -18,8 +20,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use secrecy::ExposeSecret;
 use support::{Harness, OAuth, Setup, CLIENT_ID, PLATFORM};
-use tango_gateway::pki::ClientSpec;
-use tango_gateway::sandbox::{Fault, TOKEN_PATH};
+use tango_sandbox::fake::{Fault, TOKEN_PATH};
+use tango_sandbox::pki::ClientSpec;
 use tokio::task::JoinHandle;
 
 const CALLERS: usize = 8;

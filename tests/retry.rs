@@ -1,17 +1,21 @@
-//! Timeouts and retries end to end (PRODUCT.md §6): what is retried, how often, how long the
-//! gateway waits, and that an order is never duplicated. Real time, so the numbers are bounds.
+//! Timeouts and retries end to end (PRODUCT.md §6): what is retried, how often, and that an
+//! order is never duplicated. Real time, so a wait is checked by its lower bound only (a
+//! wait never ends early; a busy machine only makes it longer); the exact waits, limits and
+//! deadlines are unit tests in virtual time (`retry::policy`, `upstream::timeout`,
+//! `upstream::stall`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use support::wire::closed_port;
 use support::{Harness, Setup};
-use tango_gateway::sandbox::Fault;
+use tango_sandbox::fake::Fault;
+use tokio::time::Instant;
 
 const ORDER_WITH_REF: &str = r#"{"externalRefID":"order-1","customerIdentifier":"c1","accountIdentifier":"a1","amount":10,"utid":"U000001"}"#;
 const ORDER_WITHOUT_REF: &str =
@@ -52,20 +56,21 @@ async fn retry_after_is_honoured() {
         elapsed >= Duration::from_millis(950),
         "waited only {elapsed:?}"
     );
-    assert!(elapsed < Duration::from_secs(5), "waited {elapsed:?}");
 }
 
 #[tokio::test]
 async fn a_retry_after_beyond_max_backoff_passes_the_answer_through_at_once() {
     let h = Setup::new().retry("max_backoff", "2s").start().await;
     h.fake.push_fault(status(503, Some("30"), 1));
-    let started = Instant::now();
-    let answer = h.get("/raas/v2/catalogs").await;
+    // Patience far below the 30 s Retry-After: the answer comes without that wait (that it
+    // comes with no wait at all is `retry::policy`'s unit test).
+    let answer = tokio::time::timeout(Duration::from_secs(20), h.get("/raas/v2/catalogs"))
+        .await
+        .expect("passed through, not held for the Retry-After");
     assert_eq!(answer.status, 503);
     assert!(answer.is_from_fake(), "Tango's own 503 is passed through");
     assert_eq!(answer.header("retry-after"), Some("30"));
     assert_eq!(h.fake.request_count(), 1);
-    assert!(started.elapsed() < Duration::from_secs(2));
 }
 
 #[tokio::test]
@@ -180,7 +185,6 @@ async fn a_hanging_upstream_times_out_per_attempt() {
         elapsed >= Duration::from_secs(2),
         "two 1 s attempts took {elapsed:?}"
     );
-    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
 }
 
 #[tokio::test]
@@ -194,16 +198,15 @@ async fn the_deadline_stops_retries_early() {
     for _ in 0..5 {
         h.fake.push_fault(Fault::Hang);
     }
-    let started = Instant::now();
     let answer = h.get("/raas/v2/catalogs").await;
-    let elapsed = started.elapsed();
     answer.assert_gateway_error(504, "gateway.upstream_timeout");
+    // Five attempts allowed; a 1 s attempt, a backoff and a second attempt cut short by the
+    // deadline leave no room for a third, however slow the machine.
     let attempts = h.fake.request_count();
     assert!(
         (1..=2).contains(&attempts),
         "{attempts} attempts within a 1.5 s deadline"
     );
-    assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
 }
 
 #[tokio::test]
@@ -215,12 +218,13 @@ async fn a_stalled_body_ends_abruptly_and_is_not_retried() {
         .unwrap();
     let response = h.send(request).await;
     assert_eq!(response.status(), 200);
-    let started = Instant::now();
+    // The stall guard arms when the gateway starts waiting, before this test sees the
+    // headers: how long is left of it here is not this test's business (`upstream::stall`
+    // measures it exactly); that the body ends, and not cleanly, is.
     let outcome = tokio::time::timeout(Duration::from_secs(10), response.into_body().collect())
         .await
         .expect("the stalled body is ended by the gateway, not by this test");
     assert!(outcome.is_err(), "a truncated body must not end cleanly");
-    assert!(started.elapsed() >= Duration::from_millis(900));
     assert_eq!(h.fake.request_count(), 1);
 }
 
@@ -244,20 +248,22 @@ async fn an_unreachable_upstream_is_tried_max_attempts_times() {
         elapsed >= Duration::from_millis(850),
         "{elapsed:?}: not retried"
     );
-    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
 }
 
 #[tokio::test]
 async fn an_unreachable_upstream_with_one_attempt_fails_at_once() {
     let url = format!("\"https://localhost:{}\"", closed_port());
+    // A retry would first wait a minute: an answer within the patience below had none.
     let h = Setup::new()
         .upstream("url", &url)
         .retry("max_attempts", "1")
-        .retry("initial_backoff", "300ms")
+        .retry("initial_backoff", "60s")
+        .retry("max_backoff", "60s")
+        .retry("jitter", "none")
         .start()
         .await;
-    let started = Instant::now();
-    let answer = h.get("/raas/v2/catalogs").await;
+    let answer = tokio::time::timeout(Duration::from_secs(30), h.get("/raas/v2/catalogs"))
+        .await
+        .expect("answered without a backoff");
     answer.assert_gateway_error(502, "gateway.upstream_unreachable");
-    assert!(started.elapsed() < Duration::from_millis(300));
 }

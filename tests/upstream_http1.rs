@@ -16,7 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::ServerConfig;
-use tango_gateway::pki::Ca;
+use tango_sandbox::pki::Ca;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 

@@ -194,14 +194,14 @@ pub fn access_token_hash(token: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    //! The proofs are checked here by the fake Tango's verifier (`crate::sandbox::dpop_verify`),
+    //! The proofs are checked here by the fake's verifier (`tango_sandbox::fake::dpop_verify`),
     //! which shares no code with this signer: it splits the JWS by hand, verifies the ES256
     //! signature with aws-lc-rs from the `jwk` coordinates, and recomputes the RFC 7638
     //! thumbprint and the `ath` from their definitions. Each claim is then asserted here too.
     use super::*;
-    use crate::sandbox::dpop_verify::{self as verifier, ProofCheck, VerifiedProof};
     use serde_json::Value;
     use std::collections::HashSet;
+    use tango_sandbox::fake::dpop_verify::{self as verifier, ProofCheck, VerifiedProof};
 
     /// Verifies `proof` as a server expecting exactly these would.
     fn verify(

@@ -141,3 +141,6 @@ where
         Box::pin(credentials.send(request, inner))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -4,10 +4,12 @@
 //! Invariant: every wait is bounded; every address tried is reported, in the order tried.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::Uri;
 use tokio::net::TcpStream;
+// The step's own timeout is a tokio timer: its report measures on the same clock.
+use tokio::time::Instant;
 
 use super::hints::Hint;
 use super::report::{Step, StepResult};

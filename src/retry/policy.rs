@@ -7,9 +7,10 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use http::{header::RETRY_AFTER, Request, Response, StatusCode};
+use tokio::time::Instant;
 use tower::retry::budget::{Budget, TpsBudget};
 
 use super::backoff;
@@ -127,6 +128,7 @@ impl RetryPolicy {
             ) => response
                 .headers()
                 .get(RETRY_AFTER)
+                // The wall clock: an HTTP-date names a moment in the upstream's calendar.
                 .and_then(|value| backoff::parse_retry_after(value, SystemTime::now())),
             _ => None,
         };
@@ -204,71 +206,5 @@ impl tower::retry::Policy<Request<Payload>, Response<ResponseBody>, BoxError> fo
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use http::{Method, Uri};
-    use tower::{ServiceBuilder, ServiceExt};
-
-    use super::*;
-    use crate::body::full;
-
-    /// A failure no classifier knows: a bug, as far as the policy can tell.
-    #[derive(Debug, thiserror::Error)]
-    #[error("something the gateway did not expect")]
-    struct Unexpected;
-
-    /// Sends a GET (retry-safe) with the default retry settings to an upstream that fails
-    /// its first call with `first` and answers 200 after; the result and the number of
-    /// calls the upstream saw.
-    async fn first_call_fails_with(
-        first: fn() -> BoxError,
-    ) -> (Result<Response<ResponseBody>, BoxError>, usize) {
-        let calls = Arc::new(AtomicUsize::new(0));
-        let seen = calls.clone();
-        let upstream = tower::service_fn(move |_request: Request<Payload>| {
-            let call = seen.fetch_add(1, Ordering::SeqCst);
-            async move {
-                match call {
-                    0 => Err(first()),
-                    _ => Ok(Response::new(full(""))),
-                }
-            }
-        });
-        let shared = RouteRetry::new(Arc::from("retry-policy-test"), RetryConfig::default());
-        let service = ServiceBuilder::new()
-            .retry(RetryPolicy::new(Arc::new(shared)))
-            .service(upstream);
-        let mut request = Request::new(Payload::Empty);
-        *request.method_mut() = Method::GET;
-        *request.uri_mut() = Uri::from_static("https://tango.test/raas/v2/catalogs");
-        let result = service.oneshot(request).await;
-        (result, calls.load(Ordering::SeqCst))
-    }
-
-    // Paused time: the backoff before a retry passes at once, and exactly.
-    #[tokio::test(start_paused = true)]
-    async fn an_unclassified_failure_is_never_retried() {
-        let (result, calls) = first_call_fails_with(|| Box::new(Unexpected)).await;
-        assert_eq!(calls, 1, "one call, no resend");
-        let err = result.err().map(|err| err.is::<Unexpected>());
-        assert_eq!(err, Some(true), "the failure is passed on as it is");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_unclassified_failure_in_an_io_error_is_never_retried() {
-        let (result, calls) =
-            first_call_fails_with(|| Box::new(std::io::Error::other(Unexpected))).await;
-        assert_eq!(calls, 1, "one call, no resend");
-        assert!(result.is_err());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_connection_reset_of_an_idempotent_request_is_still_retried() {
-        let reset =
-            || -> BoxError { std::io::Error::from(std::io::ErrorKind::ConnectionReset).into() };
-        let (result, calls) = first_call_fails_with(reset).await;
-        assert_eq!(calls, 2, "the reset attempt was resent");
-        assert_eq!(result.ok().map(|r| r.status()), Some(StatusCode::OK));
-    }
-}
+#[path = "policy_tests.rs"]
+mod tests;

@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use secrecy::ExposeSecret;
-
-use super::{create_out_dir, key_label, ToolError};
-use crate::pki::{
+use tango_sandbox::pki::{
     self_signed_client, write_new_files, ClientSpec, DevPki, KeyKind, NewFile, Subject,
     DEFAULT_VALIDITY_DAYS, DEV_CLIENT_CN, DEV_SERVER_NAMES,
 };
+
+use super::{create_out_dir, key_label, ToolError};
 
 /// Tango refuses client certificates valid for longer than a year.
 pub const MAX_CLIENT_DAYS: u32 = 365;
@@ -111,7 +111,7 @@ impl fmt::Display for ClientOutcome {
 /// What `certs dev` wrote.
 #[derive(Debug, Clone)]
 pub struct DevOutcome {
-    /// [`crate::pki::DEV_FILE_NAMES`] in `out`, in that order.
+    /// [`tango_sandbox::pki::DEV_FILE_NAMES`] in `out`, in that order.
     pub written: Vec<PathBuf>,
 }
 

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use jsonwebtoken::jwk::AlgorithmParameters;
 use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256};
 use secrecy::zeroize::Zeroizing;
+use tango_sandbox::pki::{write_new_file, PkiError, KEY_FILE_MODE};
 
 use super::{create_out_dir, ToolError};
 use crate::auth::dpop::{DpopError, DpopKey};
-use crate::pki::{write_new_file, PkiError, KEY_FILE_MODE};
 
 /// What `dpop keygen` wrote and what it prints.
 #[derive(Debug, Clone)]

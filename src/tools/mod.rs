@@ -11,8 +11,9 @@ pub mod dpop_keygen;
 
 use std::path::{Path, PathBuf};
 
+use tango_sandbox::pki::{KeyKind, PkiError, SubjectError};
+
 use crate::auth::dpop::DpopError;
-use crate::pki::{KeyKind, PkiError, SubjectError};
 
 pub use certs::{client, dev, ClientOutcome, ClientRequest, DevOutcome, MAX_CLIENT_DAYS};
 pub use dpop_keygen::{keygen, DpopKeygenOutcome};

@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::header::HOST;
 use http::{Request, Response, Uri};
@@ -31,6 +31,7 @@ use http_body::Body;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2, TrySendError};
 use prometheus_client::metrics::counter::Counter;
+use tokio::time::Instant;
 
 use super::connect::{ConnectError, Connection, Destination};
 use super::lease::{Lease, PooledBody};

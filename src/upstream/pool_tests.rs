@@ -16,13 +16,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
+use tango_sandbox::pki::{Ca, CertifiedMaterial};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
 
 use super::*;
 use crate::config::{TlsConfig, UpstreamConfig};
-use crate::pki::{Ca, CertifiedMaterial};
 use crate::upstream::classify::{classify_attempt_error, AttemptFailure};
 use crate::upstream::connect::{alpn_protocols, ConnectError};
 use crate::upstream::lease::Lease;
@@ -761,7 +761,7 @@ async fn a_stalled_tls_handshake_is_a_connect_failure_within_connect_timeout() {
     let mut config = upstream(&url, &ca, false);
     config.connect_timeout = Duration::from_millis(300);
     let pool = pool_for(&config, PoolSettings::default());
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let err = fetch(&pool, &url, "/").await.unwrap_err();
     assert!(
         matches!(find_connect_error(&*err), Some(ConnectError::TlsTimeout)),

@@ -17,10 +17,10 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use secrecy::ExposeSecret;
 use tango_gateway::app::{self, Running};
-use tango_gateway::pki::{write_new_file, Ca, ClientSpec, DevPki, KEY_FILE_MODE};
-use tango_gateway::sandbox::{
+use tango_sandbox::fake::{
     FakeTango, FakeTangoOptions, OAuthServerOptions, RecordedRequest, TokenFault, FAKE_TANGO_HEADER,
 };
+use tango_sandbox::pki::{write_new_file, Ca, ClientSpec, DevPki, KEY_FILE_MODE};
 use tempfile::TempDir;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;

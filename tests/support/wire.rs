@@ -7,8 +7,8 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use tango_gateway::pki::DevPki;
-use tango_gateway::sandbox::FakeTango;
+use tango_sandbox::fake::FakeTango;
+use tango_sandbox::pki::DevPki;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 

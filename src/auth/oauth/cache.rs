@@ -31,10 +31,12 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use super::client::{FetchError, TokenClient, TOKEN_REQUEST_TIMEOUT};
+use super::client::{FetchError, TOKEN_REQUEST_TIMEOUT};
+use super::fetch::{TokenFetch, WallClock};
 use super::key::CacheKey;
 use super::store::TokenStore;
 use super::token::{AccessToken, Fingerprint};
+use crate::config::OAuth2Config;
 use crate::metrics::metrics;
 use backoff::backoff;
 use refresh::Refreshed;
@@ -62,8 +64,13 @@ pub struct TokenUnavailable {
 pub struct TokenSource {
     key: CacheKey,
     store_id: String,
+    /// The credential's settings (a reload compares secrets with them).
+    config: Arc<OAuth2Config>,
     refresh_at: f64,
-    client: TokenClient,
+    /// The token request (the OAuth client; a fake in tests).
+    fetcher: Box<dyn TokenFetch>,
+    /// What "now" is for token lifetimes: the system's wall clock (tests: tokio's).
+    clock: WallClock,
     store: Arc<dyn TokenStore>,
     /// The hot path: one atomic load.
     current: ArcSwapOption<AccessToken>,
@@ -93,17 +100,20 @@ impl std::fmt::Debug for TokenSource {
 }
 
 impl TokenSource {
+    /// `fetcher` gets the tokens (the OAuth client made from `config`).
     pub fn new(
         key: CacheKey,
-        refresh_at: f64,
-        client: TokenClient,
+        config: Arc<OAuth2Config>,
+        fetcher: Box<dyn TokenFetch>,
         store: Arc<dyn TokenStore>,
     ) -> Self {
         TokenSource {
             store_id: key.store_id(),
             key,
-            refresh_at,
-            client,
+            refresh_at: config.refresh_at,
+            config,
+            fetcher,
+            clock: WallClock::System,
             store,
             current: ArcSwapOption::empty(),
             status: watch::Sender::new(LastFetch::NotYet),
@@ -114,6 +124,13 @@ impl TokenSource {
         }
     }
 
+    /// Reads token lifetimes on `clock` (tests: one that follows paused time).
+    #[cfg(test)]
+    pub(crate) fn with_clock(mut self, clock: WallClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// On reload: takes over `previous`'s token (same cache key) so a reload costs no token
     /// request and no caller waits. `secret_changed` asks for a fetch right away with the
     /// new secret, which shows at once whether the new secret works.
@@ -122,7 +139,7 @@ impl TokenSource {
     /// over too: Tango's rate limit does not reset on reload.
     pub fn inherit(&self, previous: &TokenSource, secret_changed: bool) {
         let token = previous
-            .usable(SystemTime::now())
+            .usable(self.clock.now())
             .filter(|token| self.fits(token));
         if let Some(token) = token {
             self.current.store(Some(token));
@@ -136,12 +153,12 @@ impl TokenSource {
     /// configurations, or written by an older gateway, could hold a Bearer token under a
     /// DPoP credential's id: it must never be served).
     fn fits(&self, token: &AccessToken) -> bool {
-        token.kind() == self.client.token_kind()
+        token.kind() == self.fetcher.token_kind()
     }
 
     /// The OAuth settings this source fetches with (a reload compares secrets with them).
-    pub fn config(&self) -> &crate::config::OAuth2Config {
-        self.client.config()
+    pub fn config(&self) -> &OAuth2Config {
+        &self.config
     }
 
     fn usable(&self, now: SystemTime) -> Option<Arc<AccessToken>> {
@@ -151,14 +168,14 @@ impl TokenSource {
     /// The current token if it is usable; otherwise waits for the fetch in flight, or fails
     /// at once when the last fetch failed.
     pub async fn token(&self) -> Result<Arc<AccessToken>, TokenUnavailable> {
-        if let Some(token) = self.usable(SystemTime::now()) {
+        if let Some(token) = self.usable(self.clock.now()) {
             return Ok(token);
         }
         let mut status = self.status.subscribe();
         let deadline = Instant::now() + WAIT_LIMIT;
         loop {
             let last = status.borrow_and_update().clone();
-            if let Some(token) = self.usable(SystemTime::now()) {
+            if let Some(token) = self.usable(self.clock.now()) {
                 return Ok(token);
             }
             if let LastFetch::Failed(err) = last {
@@ -188,7 +205,7 @@ impl TokenSource {
         let mut status = self.status.subscribe();
         loop {
             let not_yet = *status.borrow_and_update() == LastFetch::NotYet;
-            if !not_yet || self.usable(SystemTime::now()).is_some() {
+            if !not_yet || self.usable(self.clock.now()).is_some() {
                 return;
             }
             if status.changed().await.is_err() {
@@ -271,8 +288,9 @@ impl TokenSource {
     }
 
     /// When the refresher should fetch next: at the current token's refresh time, or now.
+    /// The due time is a wall-clock date; the wait until it is slept on tokio's clock.
     fn next_refresh(&self) -> Instant {
-        let now = SystemTime::now();
+        let now = self.clock.now();
         match self.usable(now) {
             Some(token) => {
                 let wait = token
@@ -285,3 +303,6 @@ impl TokenSource {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -116,7 +116,7 @@ impl TokenClient {
     pub(crate) fn for_tests(dpop: Option<Arc<DpopKey>>) -> TokenClient {
         use crate::config::TlsConfig;
         // An explicit trust anchor: a test host may have no system CA store.
-        let ca = crate::pki::Ca::new("test CA").unwrap();
+        let ca = tango_sandbox::pki::Ca::new("test CA").unwrap();
         let config = OAuth2Config {
             token_url: "https://auth.example/oauth/token".parse().unwrap(),
             grant: OAuthGrant::ClientCredentials,

@@ -2,7 +2,8 @@
 //! them, and the registry that shares one token per credential across routes.
 //!
 //! Pieces: [`token`] (a token and its lifetime), [`key`] (what makes routes share a token),
-//! [`client`] (the token request), [`cache`] (single flight, background refresh,
+//! [`client`] (the token request), [`fetch`] (the cache's seams: where tokens come from, the
+//! clock their lifetimes are read on), [`cache`] (single flight, background refresh,
 //! compare-and-drop, fleet-wide refresh through a shared store), [`store`] (memory, file or
 //! Redis), [`sources`] (one configuration's credentials), [`nonce`] (DPoP nonces per origin).
 //!
@@ -14,6 +15,9 @@
 
 pub mod cache;
 pub mod client;
+#[cfg(test)]
+pub(crate) mod fake_fetch;
+pub mod fetch;
 pub mod key;
 pub mod nonce;
 mod sources;
@@ -59,6 +63,15 @@ pub struct OAuthCredentials {
 }
 
 impl OAuthCredentials {
+    /// A route's credentials: tokens from `source`, proofs with `dpop` when it is set.
+    pub fn new(source: Arc<TokenSource>, dpop: Option<Arc<DpopKey>>, nonces: Arc<Nonces>) -> Self {
+        OAuthCredentials {
+            source,
+            dpop,
+            nonces,
+        }
+    }
+
     /// Sends one attempt with the current token, answering a DPoP nonce challenge once and
     /// a rejected token once (a `401` means the API refused the request before acting on
     /// it, so resending is safe whatever the method).
@@ -157,6 +170,7 @@ impl OAuthCredentials {
                 request.uri(),
                 Some(token.ath()),
                 nonce.as_deref(),
+                // The wall clock: a proof's `iat` is checked against the server's clock.
                 SystemTime::now(),
             )
             .map_err(|_| proof_failure())?;
@@ -195,26 +209,19 @@ fn is_nonce_challenge(headers: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::oauth::client::TokenClient;
-    use crate::auth::oauth::key::CacheKey;
-    use crate::auth::oauth::store::MemoryStore;
+    use crate::auth::oauth::fake_fetch::FakeFetch;
     use http::HeaderValue;
     use secrecy::SecretString;
 
     fn credentials(dpop: bool) -> OAuthCredentials {
         let key = dpop.then(|| Arc::new(DpopKey::generate().unwrap()));
-        let client = TokenClient::for_tests(key.clone());
-        let cache_key = CacheKey::new(client.config(), key.as_ref().map(|k| k.thumbprint()));
-        OAuthCredentials {
-            source: Arc::new(TokenSource::new(
-                cache_key,
-                0.8,
-                client,
-                Arc::new(MemoryStore),
-            )),
-            dpop: key,
-            nonces: Arc::default(),
-        }
+        let kind = if dpop {
+            TokenKind::Dpop
+        } else {
+            TokenKind::Bearer
+        };
+        let fetch = FakeFetch::new(kind, std::time::Duration::from_secs(300));
+        OAuthCredentials::new(Arc::new(fetch.source(0.8)), key, Arc::default())
     }
 
     fn token(kind: TokenKind) -> AccessToken {

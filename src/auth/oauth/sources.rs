@@ -94,12 +94,12 @@ impl TokenSources {
         let source = match self.by_key.get(&key) {
             Some(source) => source.clone(),
             None => {
-                let client =
-                    TokenClient::new(Arc::new(config.clone()), dpop.clone(), self.nonces.clone())?;
+                let shared = Arc::new(config.clone());
+                let client = TokenClient::new(shared.clone(), dpop.clone(), self.nonces.clone())?;
                 let source = Arc::new(TokenSource::new(
                     key.clone(),
-                    config.refresh_at,
-                    client,
+                    shared,
+                    Box::new(client),
                     self.store.clone(),
                 ));
                 if let Some(previous) = self.previous.get(&key) {
@@ -110,11 +110,7 @@ impl TokenSources {
             }
         };
         self.routes.push((route.to_owned(), source.clone()));
-        Ok(OAuthCredentials {
-            source,
-            dpop,
-            nonces: self.nonces.clone(),
-        })
+        Ok(OAuthCredentials::new(source, dpop, self.nonces.clone()))
     }
 
     /// Lets go of the replaced configuration's sources once every route is built, so a

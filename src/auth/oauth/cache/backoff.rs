@@ -6,7 +6,7 @@
 //! or a token it must not use (Bearer where DPoP is configured), is retried slowly and
 //! logged as an error.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rand::Rng;
 
@@ -23,7 +23,7 @@ const PERMANENT_BACKOFF_MAX: Duration = Duration::from_secs(600);
 
 impl TokenSource {
     pub(super) fn log_failure(&self, err: &FetchError, failures: u32, delay: Duration) {
-        let usable = self.usable(SystemTime::now()).is_some();
+        let usable = self.usable(self.clock.now()).is_some();
         let retry_in = humantime::format_duration(Duration::from_secs(delay.as_secs().max(1)));
         if let FetchError::Unusable(_) = err {
             tracing::error!(

@@ -10,7 +10,7 @@
 //! current before the refresher wakes waiters.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::{LastFetch, TokenSource};
 use crate::auth::oauth::client::FetchError;
@@ -33,7 +33,7 @@ impl TokenSource {
     /// spares a token request. Waiters already queued are woken.
     pub(super) async fn load_stored(&self) {
         // A token inherited on reload is at least as fresh as the stored one.
-        if self.usable(SystemTime::now()).is_some() {
+        if self.usable(self.clock.now()).is_some() {
             return;
         }
         let Some(token) = self.store.load(&self.store_id).await else {
@@ -43,7 +43,7 @@ impl TokenSource {
             self.log_misfit(&token);
             return;
         }
-        if token.is_usable(SystemTime::now()) {
+        if token.is_usable(self.clock.now()) {
             tracing::info!(
                 credential = %self.key,
                 expires_at = %humantime::format_rfc3339_seconds(token.expires_at()),
@@ -110,7 +110,7 @@ impl TokenSource {
             // Not logged: this runs every lock poll; `load_stored` warned at start.
             return None;
         }
-        let now = SystemTime::now();
+        let now = self.clock.now();
         if !token.is_usable(now) || token.refresh_due(self.refresh_at) <= now {
             return None;
         }
@@ -142,14 +142,14 @@ impl TokenSource {
         tracing::warn!(
             credential = %self.key,
             stored_token_type = token.kind().as_str(),
-            required_token_type = self.client.token_kind().as_str(),
+            required_token_type = self.fetcher.token_kind().as_str(),
             "the token store holds a token of the wrong type for this credential; ignoring it"
         );
     }
 
     pub(super) async fn fetch(&self) -> Result<Arc<AccessToken>, FetchError> {
-        let token = self.client.fetch().await?;
-        let now = SystemTime::now();
+        let token = self.fetcher.fetch().await?;
+        let now = self.clock.now();
         // A token that is already unusable would make the refresher spin.
         if !token.is_usable(now) {
             return Err(FetchError::Transient(
@@ -168,12 +168,12 @@ impl TokenSource {
 
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
     use secrecy::SecretString;
 
     use super::*;
-    use crate::auth::dpop::DpopKey;
-    use crate::auth::oauth::client::TokenClient;
-    use crate::auth::oauth::key::CacheKey;
+    use crate::auth::oauth::fake_fetch::FakeFetch;
     use crate::auth::oauth::store::{StoreFuture, TokenStore};
     use crate::auth::oauth::token::TokenKind;
 
@@ -204,10 +204,8 @@ mod tests {
     }
 
     fn dpop_source(stored: TokenKind) -> TokenSource {
-        let key = Arc::new(DpopKey::generate().unwrap());
-        let client = TokenClient::for_tests(Some(key.clone()));
-        let cache_key = CacheKey::new(client.config(), Some(key.thumbprint()));
-        TokenSource::new(cache_key, 0.8, client, Arc::new(Holding(stored)))
+        FakeFetch::new(TokenKind::Dpop, Duration::from_secs(300))
+            .source_with_store(0.8, Arc::new(Holding(stored)))
     }
 
     #[tokio::test]

@@ -121,18 +121,12 @@ mod tests {
     use secrecy::SecretString;
 
     use super::*;
-    use crate::auth::dpop::DpopKey;
     use crate::auth::oauth::cache::LastFetch;
-    use crate::auth::oauth::client::TokenClient;
-    use crate::auth::oauth::key::CacheKey;
-    use crate::auth::oauth::store::MemoryStore;
+    use crate::auth::oauth::fake_fetch::FakeFetch;
     use crate::auth::oauth::token::TokenKind;
 
     fn source() -> TokenSource {
-        let key = Arc::new(DpopKey::generate().unwrap());
-        let client = TokenClient::for_tests(Some(key.clone()));
-        let cache_key = CacheKey::new(client.config(), Some(key.thumbprint()));
-        TokenSource::new(cache_key, 0.8, client, Arc::new(MemoryStore))
+        FakeFetch::new(TokenKind::Dpop, Duration::from_secs(86_400)).source(0.8)
     }
 
     fn token(value: &str) -> Arc<AccessToken> {

@@ -10,11 +10,11 @@ use http::HeaderMap;
 use serde_json::Value;
 
 use super::{single_header, AuthServer, Challenge, Rejection, RequestView, Scheme, DPOP};
-use crate::sandbox::dpop_verify::{self, ProofCheck, ProofError};
+use crate::fake::dpop_verify::{self, ProofCheck, ProofError};
 
 impl AuthServer {
     /// Checks the token (and proof) an API request presents.
-    pub(in crate::sandbox) fn authorize(
+    pub(in crate::fake) fn authorize(
         &mut self,
         request: &RequestView<'_>,
     ) -> Result<(), Challenge> {

@@ -4,8 +4,9 @@
 //! own `jwk`, which must hold no private part) and every claim matches the request: `htm`, `htu`
 //! (exact, no query), `iat` within ±60 s, `ath` present exactly when a token is presented, and
 //! the server's nonce when one is expected. Nothing here shares code with the gateway's signer
-//! (`crate::auth::dpop`, which uses `jsonwebtoken`): the JWS is split and decoded by hand and
-//! the signature checked with aws-lc-rs, so a bug in the signer cannot hide in the verifier.
+//! (`tango_gateway::auth::dpop`, which uses `jsonwebtoken`; this crate cannot depend on the
+//! gateway): the JWS is split and decoded by hand and the signature checked with aws-lc-rs, so
+//! a bug in the signer cannot hide in the verifier.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

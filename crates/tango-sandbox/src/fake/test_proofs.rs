@@ -1,8 +1,11 @@
 //! Hand-made DPoP proofs for tests: any header and claims, signed ES256 with aws-lc-rs.
 //!
-//! Invariant: this signer shares nothing with the gateway's (`crate::auth::dpop`); it exists
-//! to make proofs the gateway would never make (a query in `htu`, a private `d` in the `jwk`,
-//! a wrong `typ`), so the verifier's refusals can be tested one by one.
+//! Invariant: this signer shares nothing with the gateway's (`tango_gateway::auth::dpop`, out
+//! of reach: this crate does not depend on the gateway) nor with the verifier it tests. It
+//! plays the client in this crate's tests (correct proofs, [`ProofSigner::proof_for`]) and
+//! makes proofs a client should never make (a query in `htu`, a private `d` in the `jwk`, a
+//! wrong `typ`), so the verifier's refusals can be tested one by one. That the gateway's own
+//! proofs pass this verifier is checked on the gateway's side (`tests/dpop_interop.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -11,6 +14,7 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use http::{HeaderValue, Method, Uri};
 use serde_json::{json, Value};
 
 pub(crate) struct ProofSigner {
@@ -90,6 +94,36 @@ impl ProofSigner {
     ) -> String {
         let claims = Self::claims(method, htu, access_token, nonce, now);
         self.sign(&self.header(), &claims)
+    }
+
+    /// A correct proof for `method` on the absolute `uri`, as a client sends it: `htu` is the
+    /// URI without its query and fragment (RFC 9449 §4.2).
+    pub(crate) fn proof_for(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        access_token: Option<&str>,
+        nonce: Option<&str>,
+        now: SystemTime,
+    ) -> HeaderValue {
+        let scheme = uri.scheme_str().expect("an absolute URI");
+        let authority = uri.authority().expect("an absolute URI");
+        let htu = format!("{scheme}://{authority}{}", uri.path());
+        let proof = self.proof(method.as_str(), &htu, access_token, nonce, now);
+        HeaderValue::from_str(&proof).unwrap()
+    }
+
+    /// The RFC 7638 thumbprint of the public key, from its definition (the required members
+    /// in lexicographic order, no whitespace, SHA-256, base64url): what `cnf.jkt` must be.
+    pub(crate) fn thumbprint(&self) -> String {
+        let jwk = self.jwk();
+        let canonical = format!(
+            r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+            jwk["x"].as_str().unwrap(),
+            jwk["y"].as_str().unwrap()
+        );
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
+        URL_SAFE_NO_PAD.encode(digest.as_ref())
     }
 }
 

@@ -9,8 +9,7 @@ use http::{Method, Uri};
 use serde_json::Value;
 
 use super::*;
-use crate::auth::dpop::DpopKey;
-use crate::sandbox::test_proofs::{claims_of, ProofSigner};
+use crate::fake::test_proofs::{claims_of, ProofSigner};
 
 mod api;
 
@@ -53,10 +52,9 @@ fn token_request(fake: &FakeTango, form: &str, proof: Option<HeaderValue>) -> Re
     request
 }
 
-fn token_proof(fake: &FakeTango, key: &DpopKey, nonce: Option<&str>) -> HeaderValue {
+fn token_proof(fake: &FakeTango, key: &ProofSigner, nonce: Option<&str>) -> HeaderValue {
     let url = uri(&fake.token_endpoint_url());
-    key.proof(&Method::POST, &url, None, nonce, SystemTime::now())
-        .unwrap()
+    key.proof_for(&Method::POST, &url, None, nonce, SystemTime::now())
 }
 
 /// `path_and_query` called with `Authorization: <scheme> <token>` and, if given, a proof.
@@ -77,17 +75,16 @@ fn api_request(
     request
 }
 
-/// A gateway-made proof for `GET path` (any query is left out of `htu` by the signer).
+/// A client's proof for `GET path` (any query is left out of `htu` by the signer).
 fn api_proof(
     fake: &FakeTango,
-    key: &DpopKey,
+    key: &ProofSigner,
     path: &str,
     token: &str,
     nonce: Option<&str>,
 ) -> HeaderValue {
     let url = uri(&format!("{}{path}", fake.url()));
-    key.proof(&Method::GET, &url, Some(token), nonce, SystemTime::now())
-        .unwrap()
+    key.proof_for(&Method::GET, &url, Some(token), nonce, SystemTime::now())
 }
 
 async fn call(pki: &DevPki, fake: &FakeTango, request: Request<Full<Bytes>>) -> Response<Bytes> {
@@ -105,7 +102,7 @@ fn header<'r>(response: &'r Response<Bytes>, name: &str) -> Option<&'r str> {
 }
 
 /// A DPoP-bound token for `key` by client_credentials with form client auth.
-async fn fetch_token(pki: &DevPki, fake: &FakeTango, key: &DpopKey) -> String {
+async fn fetch_token(pki: &DevPki, fake: &FakeTango, key: &ProofSigner) -> String {
     let proof = token_proof(fake, key, None);
     let response = call(pki, fake, token_request(fake, &client_form(), Some(proof))).await;
     assert_eq!(
@@ -123,7 +120,7 @@ async fn fetch_token(pki: &DevPki, fake: &FakeTango, key: &DpopKey) -> String {
 #[tokio::test]
 async fn client_credentials_give_a_dpop_token_bound_to_the_key() {
     let (pki, fake) = start_oauth(oauth()).await;
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     let form = format!(
         "{}&audience=https%3A%2F%2Fapi.tangocard.com%2F",
         client_form()
@@ -149,7 +146,7 @@ async fn client_credentials_give_a_dpop_token_bound_to_the_key() {
 async fn basic_client_auth_and_the_password_grant() {
     let options = oauth().with_service_account("svc-user", "svc-password");
     let (pki, fake) = start_oauth(options).await;
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     let basic =
         base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
     let mut request = token_request(
@@ -187,7 +184,7 @@ async fn basic_client_auth_and_the_password_grant() {
 #[tokio::test]
 async fn wrong_client_secret_is_invalid_client_and_a_missing_proof_is_refused() {
     let (pki, fake) = start_oauth(oauth()).await;
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     let wrong = client_form().replace(CLIENT_SECRET, "guess");
     let proof = token_proof(&fake, &key, None);
     let response = call(&pki, &fake, token_request(&fake, &wrong, Some(proof))).await;
@@ -210,7 +207,7 @@ async fn wrong_client_secret_is_invalid_client_and_a_missing_proof_is_refused() 
 #[tokio::test]
 async fn token_nonce_challenge_round_trip() {
     let (pki, fake) = start_oauth(oauth().token_nonce()).await;
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     let proof = token_proof(&fake, &key, None);
     let challenge = call(
         &pki,
@@ -247,7 +244,7 @@ async fn token_nonce_challenge_round_trip() {
 #[tokio::test]
 async fn token_faults_and_api_faults_keep_to_their_own_requests() {
     let (pki, fake) = start_oauth(oauth()).await;
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     let token = fetch_token(&pki, &fake, &key).await;
     fake.push_token_fault(TokenFault::Status {
         status: 401,
@@ -309,7 +306,7 @@ async fn token_faults_and_api_faults_keep_to_their_own_requests() {
 #[tokio::test]
 async fn token_endpoint_down_hang_and_delay() {
     let (pki, fake) = start_oauth(oauth()).await;
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     fake.set_token_endpoint_down(true);
     let down = call(
         &pki,
@@ -328,7 +325,7 @@ async fn token_endpoint_down_hang_and_delay() {
     assert!(hung.is_err(), "a hung token request must not complete");
 
     fake.push_token_fault(TokenFault::Delay(Duration::from_millis(200)));
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let slow = call(
         &pki,
         &fake,
@@ -373,7 +370,7 @@ async fn debug_output_of_options_and_the_fake_holds_no_secret() {
     let text = format!("{options:?}");
     assert!(!text.contains(CLIENT_SECRET) && !text.contains("svc-password-never-logged"));
     let (pki, fake) = start_oauth(options).await;
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     let token = fetch_token(&pki, &fake, &key).await;
     let text = format!("{fake:?} {:?}", fake.last_proof_error());
     assert!(!text.contains(CLIENT_SECRET) && !text.contains(&token));

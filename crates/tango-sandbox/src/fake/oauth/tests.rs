@@ -10,8 +10,7 @@ use http::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Method, Uri};
 
 use super::*;
-use crate::auth::dpop::DpopKey;
-use crate::sandbox::test_proofs::{claims_of, ProofSigner};
+use crate::fake::test_proofs::{claims_of, ProofSigner};
 
 mod api;
 mod token;
@@ -90,22 +89,21 @@ impl Req {
 }
 
 fn proof(
-    key: &DpopKey,
+    key: &ProofSigner,
     method: Method,
     url: &str,
     token: Option<&str>,
     nonce: Option<&str>,
     now: SystemTime,
 ) -> HeaderValue {
-    key.proof(&method, &url.parse::<Uri>().unwrap(), token, nonce, now)
-        .unwrap()
+    key.proof_for(&method, &url.parse::<Uri>().unwrap(), token, nonce, now)
 }
 
 const CLIENT_FORM: &str =
     "grant_type=client_credentials&client_id=gw&client_secret=client-secret-do-not-log";
 
 /// A bound token for `key`, issued at `now`.
-fn issue(server: &mut AuthServer, key: &DpopKey, now: SystemTime) -> String {
+fn issue(server: &mut AuthServer, key: &ProofSigner, now: SystemTime) -> String {
     let proof = proof(key, Method::POST, TOKEN_URL, None, None, now);
     let reply = server.token(&Req::token(CLIENT_FORM, Some(proof), now).view());
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
@@ -114,7 +112,7 @@ fn issue(server: &mut AuthServer, key: &DpopKey, now: SystemTime) -> String {
 
 fn api_call(
     server: &mut AuthServer,
-    key: &DpopKey,
+    key: &ProofSigner,
     token: &str,
     now: SystemTime,
 ) -> Result<(), Challenge> {
@@ -129,7 +127,7 @@ fn invalid_dpop() -> Result<(), Challenge> {
 #[test]
 fn a_proof_is_good_once_across_both_endpoints() {
     let mut server = server(options());
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     let token_proof = proof(&key, Method::POST, TOKEN_URL, None, None, t0());
     let first = server.token(&Req::token(CLIENT_FORM, Some(token_proof.clone()), t0()).view());
     assert_eq!(first.status, StatusCode::OK);
@@ -153,7 +151,7 @@ fn a_proof_is_good_once_across_both_endpoints() {
 #[test]
 fn nonces_are_demanded_where_configured_and_rotate() {
     let mut server = server(options().token_nonce().api_nonce());
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     let first_nonce = server.nonce().to_owned();
     let bare = proof(&key, Method::POST, TOKEN_URL, None, None, t0());
     let reply = server.token(&Req::token(CLIENT_FORM, Some(bare), t0()).view());
@@ -203,7 +201,7 @@ fn nonces_are_demanded_where_configured_and_rotate() {
 
 #[test]
 fn without_dpop_a_proof_is_optional_and_bearer_only_ignores_it() {
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     let mut optional = server(options().without_dpop());
     let plain = optional.token(&Req::token(CLIENT_FORM, None, t0()).view());
     assert_eq!(plain.body["token_type"], "Bearer");
@@ -240,7 +238,7 @@ fn without_dpop_a_proof_is_optional_and_bearer_only_ignores_it() {
 #[test]
 fn debug_output_holds_no_secret() {
     let mut server = server(options().with_service_account("svc", "pw-do-not-log"));
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     let token = issue(&mut server, &key, t0());
     let text = format!("{server:?}");
     for secret in [SECRET, "pw-do-not-log", token.as_str()] {

@@ -110,7 +110,7 @@ impl fmt::Debug for OAuthServerOptions {
 
 /// Misbehaviour of the token endpoint for the next token requests, in the order pushed.
 /// API requests never consume these, and token requests never consume a
-/// [`Fault`](crate::sandbox::Fault).
+/// [`Fault`](crate::fake::Fault).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenFault {
     /// Answer `status` for the next `times` token requests, with `{"error": error}` as the body
@@ -130,7 +130,7 @@ pub enum TokenFault {
 
 impl TokenFault {
     /// How many token requests this fault applies to.
-    pub(in crate::sandbox) fn times(&self) -> usize {
+    pub(in crate::fake) fn times(&self) -> usize {
         match self {
             TokenFault::Status { times, .. } | TokenFault::Malformed { times } => *times,
             TokenFault::Hang | TokenFault::Delay(_) => 1,

@@ -6,7 +6,7 @@ use super::*;
 #[test]
 fn an_issued_token_carries_the_documented_claims() {
     let mut server = server(options().token_lifetime(Duration::from_secs(300)));
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     let form = format!("{CLIENT_FORM}&audience=https%3A%2F%2Fapi.tangocard.com%2F&scope=raas");
     let proof = proof(&key, Method::POST, TOKEN_URL, None, None, t0());
     let reply = server.token(&Req::token(&form, Some(proof), t0()).view());
@@ -36,7 +36,7 @@ fn an_issued_token_carries_the_documented_claims() {
 #[test]
 fn client_authentication_rules() {
     let mut server = server(options().with_client("other", "x"));
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     let mut ask = |form: &str, basic: Option<&str>| {
         let mut req = Req::token(
             form,
@@ -140,7 +140,7 @@ fn client_authentication_rules() {
 #[test]
 fn password_grant_checks_the_service_account() {
     let mut server = server(options().with_service_account("svc", "pw-do-not-log"));
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     let mut ask = |extra: &str| {
         let form = CLIENT_FORM.replace("client_credentials", "password") + extra;
         let proof = proof(&key, Method::POST, TOKEN_URL, None, None, t0());
@@ -166,7 +166,7 @@ fn password_grant_checks_the_service_account() {
 #[test]
 fn the_token_endpoint_wants_a_posted_form_and_a_good_proof() {
     let mut server = server(options());
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     let good = || Some(proof(&key, Method::POST, TOKEN_URL, None, None, t0()));
     let mut get = Req::token(CLIENT_FORM, good(), t0());
     get.method = Method::GET;
@@ -255,7 +255,7 @@ fn token_faults_down_and_counters() {
 #[test]
 fn a_client_that_tried_basic_gets_a_basic_challenge_with_its_401() {
     let mut server = server(options());
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     let mut basic = Req::token(
         "grant_type=client_credentials",
         Some(proof(&key, Method::POST, TOKEN_URL, None, None, t0())),
@@ -283,7 +283,7 @@ fn a_client_that_tried_basic_gets_a_basic_challenge_with_its_401() {
 #[test]
 fn the_bearer_switch_answers_unbound_bearer_tokens_while_it_is_on() {
     let mut server = server(options());
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     server.set_bearer_only(true);
     let bound_request = proof(&key, Method::POST, TOKEN_URL, None, None, t0());
     let reply = server.token(&Req::token(CLIENT_FORM, Some(bound_request), t0()).view());

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::form::{self, FormError};
 use super::{reply, single_header, AuthServer, Rejection, Reply, RequestView, DPOP, TOKEN_PATH};
-use crate::sandbox::dpop_verify::{self, ProofCheck, ProofError};
+use crate::fake::dpop_verify::{self, ProofCheck, ProofError};
 
 /// A refused token request: the OAuth error code, its status, and the reason.
 struct TokenError {
@@ -34,7 +34,7 @@ impl TokenError {
 
 impl AuthServer {
     /// The token endpoint proper.
-    pub(in crate::sandbox) fn token(&mut self, request: &RequestView<'_>) -> Reply {
+    pub(in crate::fake) fn token(&mut self, request: &RequestView<'_>) -> Reply {
         match self.issue(request) {
             Ok(reply) => reply,
             Err(error) => {

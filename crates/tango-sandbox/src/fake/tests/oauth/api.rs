@@ -6,7 +6,7 @@ use super::*;
 #[tokio::test]
 async fn api_call_with_token_and_proof_succeeds_once_per_proof() {
     let (pki, fake) = start_oauth(oauth()).await;
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     let token = fetch_token(&pki, &fake, &key).await;
     let proof = api_proof(&fake, &key, CATALOGS, &token, None);
     let auth = format!("DPoP {token}");
@@ -43,14 +43,14 @@ async fn api_call_with_token_and_proof_succeeds_once_per_proof() {
 #[tokio::test]
 async fn api_refuses_bad_proofs_and_bad_schemes() {
     let (pki, fake) = start_oauth(oauth()).await;
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     let token = fetch_token(&pki, &fake, &key).await;
     let auth = format!("DPoP {token}");
     let signer = ProofSigner::generate();
     let query = format!("{CATALOGS}?verbose=true");
     let url = format!("{}{CATALOGS}", fake.url());
     let cases: Vec<(&str, Request<Full<Bytes>>)> = vec![
-        // htu carrying the query (hand-made: the gateway's signer never does this).
+        // htu carrying the query (hand-made: a correct client never does this).
         ("htu", {
             let htu = format!("{}{query}", fake.url());
             let claims = ProofSigner::claims("GET", &htu, Some(&token), None, SystemTime::now());
@@ -59,15 +59,13 @@ async fn api_refuses_bad_proofs_and_bad_schemes() {
         }),
         // ath of another token.
         ("ath", {
-            let proof = key
-                .proof(
-                    &Method::GET,
-                    &uri(&url),
-                    Some("another-token"),
-                    None,
-                    SystemTime::now(),
-                )
-                .unwrap();
+            let proof = key.proof_for(
+                &Method::GET,
+                &uri(&url),
+                Some("another-token"),
+                None,
+                SystemTime::now(),
+            );
             api_request(&fake, CATALOGS, &auth, Some(proof))
         }),
         // No proof at all.
@@ -79,16 +77,14 @@ async fn api_refuses_bad_proofs_and_bad_schemes() {
         }),
         // A proof by another key (a stolen token).
         ("key", {
-            let thief = DpopKey::generate().unwrap();
+            let thief = ProofSigner::generate();
             let proof = api_proof(&fake, &thief, CATALOGS, &token, None);
             api_request(&fake, CATALOGS, &auth, Some(proof))
         }),
         // A stale proof.
         ("60 s", {
             let old = SystemTime::now() - Duration::from_secs(90);
-            let proof = key
-                .proof(&Method::GET, &uri(&url), Some(&token), None, old)
-                .unwrap();
+            let proof = key.proof_for(&Method::GET, &uri(&url), Some(&token), None, old);
             api_request(&fake, CATALOGS, &auth, Some(proof))
         }),
         // Not a token of this fake.
@@ -116,7 +112,7 @@ async fn api_refuses_bad_proofs_and_bad_schemes() {
 #[tokio::test]
 async fn revoked_tokens_are_refused_and_new_ones_work() {
     let (pki, fake) = start_oauth(oauth()).await;
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     let old = fetch_token(&pki, &fake, &key).await;
     fake.revoke_tokens();
     let proof = api_proof(&fake, &key, CATALOGS, &old, None);
@@ -146,7 +142,7 @@ async fn revoked_tokens_are_refused_and_new_ones_work() {
 #[tokio::test]
 async fn api_nonce_challenge_round_trip() {
     let (pki, fake) = start_oauth(oauth().api_nonce()).await;
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     // The token endpoint does not demand the nonce here.
     let token = fetch_token(&pki, &fake, &key).await;
     let auth = format!("DPoP {token}");
@@ -193,7 +189,7 @@ async fn api_nonce_challenge_round_trip() {
 #[tokio::test]
 async fn bearer_only_issues_unbound_tokens_used_as_bearer() {
     let (pki, fake) = start_oauth(oauth().bearer_only()).await;
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     let proof = token_proof(&fake, &key, None);
     let response = call(
         &pki,
@@ -228,7 +224,7 @@ async fn bearer_only_issues_unbound_tokens_used_as_bearer() {
 #[tokio::test]
 async fn over_h2_the_authority_names_the_htu() {
     let (pki, fake) = start_oauth(oauth()).await;
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     let token = fetch_token(&pki, &fake, &key).await;
     let url = format!("{}{CATALOGS}", fake.url());
     let proof = api_proof(&fake, &key, CATALOGS, &token, None);

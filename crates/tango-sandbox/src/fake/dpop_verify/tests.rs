@@ -1,5 +1,7 @@
-//! The verifier against the gateway's own proofs, RFC 9449's published example, and one
-//! hand-made proof per way a proof can be wrong.
+//! The verifier against a client's correct proofs, RFC 9449's published example, and one
+//! hand-made proof per way a proof can be wrong. The proofs come from this crate's own signer
+//! (`test_proofs`); the gateway's proofs are checked against this verifier on the gateway's
+//! side (`tests/dpop_interop.rs` there).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -8,8 +10,7 @@ use http::{Method, Uri};
 use serde_json::json;
 
 use super::*;
-use crate::auth::dpop::DpopKey;
-use crate::sandbox::test_proofs::{claims_of, with_claims, ProofSigner};
+use crate::fake::test_proofs::{claims_of, with_claims, ProofSigner};
 
 const HTU: &str = "https://api.example/raas/v2/orders";
 
@@ -23,8 +24,8 @@ fn check<'a>(method: &'a str, htu: &'a str, token: Option<&'a str>) -> ProofChec
     }
 }
 
-fn gateway_proof(
-    key: &DpopKey,
+fn client_proof(
+    key: &ProofSigner,
     method: Method,
     uri: &str,
     token: Option<&str>,
@@ -32,15 +33,15 @@ fn gateway_proof(
     now: SystemTime,
 ) -> String {
     let uri: Uri = uri.parse().unwrap();
-    let proof = key.proof(&method, &uri, token, nonce, now).unwrap();
+    let proof = key.proof_for(&method, &uri, token, nonce, now);
     proof.to_str().unwrap().to_owned()
 }
 
 #[test]
-fn a_gateway_proof_verifies_and_its_jkt_is_the_keys_thumbprint() {
-    let key = DpopKey::generate().unwrap();
+fn a_proof_verifies_and_its_jkt_is_the_keys_thumbprint() {
+    let key = ProofSigner::generate();
     let now = SystemTime::now();
-    let proof = gateway_proof(
+    let proof = client_proof(
         &key,
         Method::POST,
         "https://api.example/raas/v2/orders?x=1",
@@ -88,8 +89,8 @@ fn rfc_9449_example_access_token_hash() {
 
 #[test]
 fn tampered_claim_breaks_the_signature() {
-    let key = DpopKey::generate().unwrap();
-    let proof = gateway_proof(&key, Method::GET, HTU, None, None, SystemTime::now());
+    let key = ProofSigner::generate();
+    let proof = client_proof(&key, Method::GET, HTU, None, None, SystemTime::now());
     let mut claims = claims_of(&proof);
     claims["htm"] = json!("POST");
     let tampered = with_claims(&proof, &claims);
@@ -113,8 +114,8 @@ fn tampered_claim_breaks_the_signature() {
 
 #[test]
 fn method_and_uri_must_match_exactly() {
-    let key = DpopKey::generate().unwrap();
-    let proof = gateway_proof(&key, Method::GET, HTU, None, None, SystemTime::now());
+    let key = ProofSigner::generate();
+    let proof = client_proof(&key, Method::GET, HTU, None, None, SystemTime::now());
     assert_eq!(
         verify_proof(&proof, &check("POST", HTU, None)),
         Err(ProofError::WrongMethod)
@@ -136,7 +137,7 @@ fn method_and_uri_must_match_exactly() {
 
 #[test]
 fn iat_must_be_within_sixty_seconds_either_way() {
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     let now = SystemTime::now();
     for (offset_secs, ok) in [(-61_i64, false), (-59, true), (59, true), (61, false)] {
         let at = if offset_secs < 0 {
@@ -144,7 +145,7 @@ fn iat_must_be_within_sixty_seconds_either_way() {
         } else {
             now + Duration::from_secs(offset_secs.unsigned_abs())
         };
-        let proof = gateway_proof(&key, Method::GET, HTU, None, None, at);
+        let proof = client_proof(&key, Method::GET, HTU, None, None, at);
         let mut expected = check("GET", HTU, None);
         expected.now = now;
         let result = verify_proof(&proof, &expected);
@@ -157,10 +158,10 @@ fn iat_must_be_within_sixty_seconds_either_way() {
 
 #[test]
 fn ath_must_match_the_presented_token_and_only_then_be_present() {
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     let now = SystemTime::now();
-    let with_ath = gateway_proof(&key, Method::GET, HTU, Some("token-a"), None, now);
-    let without = gateway_proof(&key, Method::GET, HTU, None, None, now);
+    let with_ath = client_proof(&key, Method::GET, HTU, Some("token-a"), None, now);
+    let without = client_proof(&key, Method::GET, HTU, None, None, now);
     assert!(verify_proof(&with_ath, &check("GET", HTU, Some("token-a"))).is_ok());
     assert_eq!(
         verify_proof(&with_ath, &check("GET", HTU, Some("token-b"))),
@@ -178,11 +179,11 @@ fn ath_must_match_the_presented_token_and_only_then_be_present() {
 
 #[test]
 fn nonce_is_required_only_when_expected() {
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     let now = SystemTime::now();
-    let without = gateway_proof(&key, Method::GET, HTU, None, None, now);
-    let old = gateway_proof(&key, Method::GET, HTU, None, Some("old"), now);
-    let current = gateway_proof(&key, Method::GET, HTU, None, Some("cur"), now);
+    let without = client_proof(&key, Method::GET, HTU, None, None, now);
+    let old = client_proof(&key, Method::GET, HTU, None, Some("old"), now);
+    let current = client_proof(&key, Method::GET, HTU, None, Some("cur"), now);
     let mut expected = check("GET", HTU, None);
     expected.nonce = Some("cur");
     assert_eq!(
@@ -334,10 +335,10 @@ fn replay_cache_refuses_a_jti_for_120_seconds_then_forgets_it() {
 }
 
 #[test]
-fn a_gateway_proof_replayed_is_caught_by_the_cache() {
-    let key = DpopKey::generate().unwrap();
+fn a_replayed_proof_is_caught_by_the_cache() {
+    let key = ProofSigner::generate();
     let now = SystemTime::now();
-    let proof = gateway_proof(&key, Method::GET, HTU, None, None, now);
+    let proof = client_proof(&key, Method::GET, HTU, None, None, now);
     let mut cache = ReplayCache::new();
     let first = verify_proof(&proof, &check("GET", HTU, None)).unwrap();
     assert!(cache.check_and_insert(&first.jti, now));
@@ -347,8 +348,8 @@ fn a_gateway_proof_replayed_is_caught_by_the_cache() {
 
 #[test]
 fn errors_say_what_failed_without_echoing_the_proof() {
-    let key = DpopKey::generate().unwrap();
-    let proof = gateway_proof(
+    let key = ProofSigner::generate();
+    let proof = client_proof(
         &key,
         Method::GET,
         HTU,

@@ -302,7 +302,7 @@ async fn hang_and_stall_keep_the_client_waiting() {
 async fn delay_then_normal_answer() {
     let (pki, fake) = start().await;
     fake.push_fault(Fault::Delay(Duration::from_millis(200)));
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let response = send(
         &fake,
         client_config(&pki, Some(&pki.client), false),

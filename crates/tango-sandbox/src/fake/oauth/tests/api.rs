@@ -5,7 +5,7 @@ use super::*;
 #[test]
 fn a_token_expires_at_exp() {
     let mut server = server(options().token_lifetime(Duration::from_secs(300)));
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     let token = issue(&mut server, &key, t0());
     assert_eq!(
         api_call(&mut server, &key, &token, t0() + Duration::from_secs(299)),
@@ -24,7 +24,7 @@ fn a_token_expires_at_exp() {
 #[test]
 fn revoking_refuses_old_tokens_only() {
     let mut server = server(options());
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     let old = issue(&mut server, &key, t0());
     server.revoke();
     let new = issue(&mut server, &key, t0());
@@ -39,7 +39,7 @@ fn revoking_refuses_old_tokens_only() {
 #[test]
 fn a_bound_token_needs_the_dpop_scheme_and_a_proof_by_its_key() {
     let mut server = server(options());
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     let token = issue(&mut server, &key, t0());
     let good = || proof(&key, Method::GET, API_URL, Some(&token), None, t0());
     // As Bearer, even with a proof.
@@ -53,7 +53,7 @@ fn a_bound_token_needs_the_dpop_scheme_and_a_proof_by_its_key() {
     two.headers.append(DPOP, good());
     assert_eq!(server.authorize(&two.view()), invalid_dpop());
     // With a proof by another key.
-    let thief = DpopKey::generate().unwrap();
+    let thief = ProofSigner::generate();
     let stolen = proof(&thief, Method::GET, API_URL, Some(&token), None, t0());
     let req = Req::api(&format!("DPoP {token}"), Some(stolen), t0());
     assert_eq!(server.authorize(&req.view()), invalid_dpop());
@@ -70,7 +70,7 @@ fn a_bound_token_needs_the_dpop_scheme_and_a_proof_by_its_key() {
 fn tokens_from_elsewhere_and_garbage_are_refused() {
     let mut server = server(options());
     let mut other = AuthServer::new(options()).unwrap();
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     let foreign = issue(&mut other, &key, t0());
     assert_eq!(api_call(&mut server, &key, &foreign, t0()), invalid_dpop());
     for authorization in [
@@ -94,7 +94,7 @@ fn tokens_from_elsewhere_and_garbage_are_refused() {
 #[test]
 fn proof_failures_at_the_api_are_invalid_token_and_explained() {
     let mut server = server(options());
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     let token = issue(&mut server, &key, t0());
     let auth = format!("DPoP {token}");
     let cases = [
@@ -138,7 +138,7 @@ fn proof_failures_at_the_api_are_invalid_token_and_explained() {
 #[test]
 fn refusing_all_tokens_refuses_later_ones_too_until_switched_off() {
     let mut server = server(options());
-    let key = DpopKey::generate().unwrap();
+    let key = ProofSigner::generate();
     let before = issue(&mut server, &key, t0());
     server.set_refuse_all(true);
     // The token endpoint keeps serving (and counting): only the API refuses.

@@ -176,7 +176,7 @@ impl FakeTango {
 
     /// While on, the token endpoint answers `token_type: Bearer` with an unbound token even
     /// when DPoP is expected (a misconfigured authorization server), like
-    /// [`OAuthServerOptions::bearer_only`](crate::sandbox::OAuthServerOptions::bearer_only)
+    /// [`OAuthServerOptions::bearer_only`](crate::fake::OAuthServerOptions::bearer_only)
     /// but switchable while the gateway runs.
     pub fn set_bearer_only(&self, on: bool) {
         self.with_oauth(|server| server.set_bearer_only(on));
