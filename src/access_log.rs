@@ -29,7 +29,7 @@ use crate::telemetry::{self, access::AccessRecord};
 const MAX_LOGGED_PATH: usize = 256;
 
 #[derive(Debug, Clone, Copy, Default)]
-pub struct AccessLogLayer;
+pub(crate) struct AccessLogLayer;
 
 impl<S> Layer<S> for AccessLogLayer {
     type Service = AccessLog<S>;
@@ -39,7 +39,7 @@ impl<S> Layer<S> for AccessLogLayer {
 }
 
 #[derive(Debug, Clone)]
-pub struct AccessLog<S> {
+pub(crate) struct AccessLog<S> {
     inner: S,
 }
 

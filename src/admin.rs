@@ -22,7 +22,7 @@ use crate::inbound::workers::ServeSettings;
 use crate::reload::Live;
 
 /// What `/readyz` looks at.
-pub struct Readiness {
+pub(crate) struct Readiness {
     /// The configuration in service: readiness follows reloads.
     live: Arc<Live>,
     shutting_down: AtomicBool,
@@ -37,19 +37,19 @@ impl std::fmt::Debug for Readiness {
 }
 
 impl Readiness {
-    pub fn new(live: Arc<Live>) -> Self {
+    pub(crate) fn new(live: Arc<Live>) -> Self {
         Readiness {
             live,
             shutting_down: AtomicBool::new(false),
         }
     }
 
-    pub fn begin_shutdown(&self) {
+    pub(crate) fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
     }
 
     /// Reasons the gateway is not ready; empty when ready.
-    pub fn reasons(&self, now: SystemTime) -> Vec<String> {
+    pub(crate) fn reasons(&self, now: SystemTime) -> Vec<String> {
         let mut reasons = Vec::new();
         if self.shutting_down.load(Ordering::SeqCst) {
             reasons.push("shutting down".to_owned());
@@ -70,7 +70,7 @@ impl Readiness {
     }
 
     /// What is degraded without making the gateway unready (listed by `/readyz`).
-    pub fn warnings(&self) -> Vec<String> {
+    pub(crate) fn warnings(&self) -> Vec<String> {
         self.live.current().tokens.readiness_warnings()
     }
 }
@@ -127,12 +127,12 @@ fn route<B>(request: &Request<B>, readiness: &Readiness) -> Response<ResponseBod
 
 /// Connections the admin listener serves at once: probes and scrapes need a handful, and
 /// a flood on the admin port must not take the descriptors the inbound side needs.
-pub const ADMIN_MAX_CONNECTIONS: usize = 256;
+pub(crate) const ADMIN_MAX_CONNECTIONS: usize = 256;
 
 /// Serves the admin endpoints until `shutdown` turns true (after the inbound side drained,
 /// so `/readyz` answers 503 throughout the drain). Connections get the inbound side's head
 /// and idle limits, and the same accept loop (cap, back-off when out of descriptors).
-pub async fn serve(
+pub(crate) async fn serve(
     mut acceptor: Acceptor,
     readiness: Arc<Readiness>,
     settings: ServeSettings,

@@ -19,9 +19,9 @@ use hyper::body::Incoming;
 use crate::error::{find_cause, BoxError, ErrorCode, GatewayError};
 
 /// Every response body the gateway sends: Tango's streamed through, or its own JSON.
-pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+pub(crate) type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 
-pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+pub(crate) fn full(bytes: impl Into<Bytes>) -> ResponseBody {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed_unsync()
@@ -29,7 +29,7 @@ pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
 
 /// A copy of `request` to send again (same target, headers and extensions); `None` when its
 /// body streams and cannot be replayed.
-pub fn clone_request(request: &http::Request<Payload>) -> Option<http::Request<Payload>> {
+pub(crate) fn clone_request(request: &http::Request<Payload>) -> Option<http::Request<Payload>> {
     let body = request.body().try_clone()?;
     let mut copy = http::Request::new(body);
     *copy.method_mut() = request.method().clone();
@@ -98,7 +98,7 @@ impl StreamFault {
 }
 
 /// The answer to a caller whose request body stopped arriving (§12).
-pub fn body_stalled() -> GatewayError {
+pub(crate) fn body_stalled() -> GatewayError {
     GatewayError::new(
         ErrorCode::RequestTimeout,
         "the request body stopped arriving (inbound.body_read_timeout)",

@@ -13,13 +13,21 @@ use tango_sandbox::pki::KeyKind;
 use tango_gateway::tools::{self, ToolError};
 use tango_gateway::{app, config, demo, doctor, stack, telemetry, upstream};
 
+/// `--version`: the package version and the commit it was built from (see `build.rs`).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("TANGO_GATEWAY_COMMIT"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "tango-gateway",
-    version,
+    version = VERSION,
     about = "Secure outbound gateway for the Tango rewards API"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
@@ -150,7 +158,7 @@ const EXIT_RUNTIME: u8 = 1;
 /// A usage or configuration error.
 const EXIT_CONFIG: u8 = 2;
 
-pub fn main() -> ExitCode {
+pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

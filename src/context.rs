@@ -17,7 +17,7 @@ use http::{HeaderValue, Request};
 
 /// Shared by every layer of one request through `Arc` in the request's extensions.
 #[derive(Debug, Default)]
-pub struct RequestContext {
+pub(crate) struct RequestContext {
     /// The inbound peer of the connection, set by the listener.
     peer: Option<SocketAddr>,
     request_id: OnceLock<HeaderValue>,
@@ -29,7 +29,7 @@ pub struct RequestContext {
 
 impl RequestContext {
     /// The context of a request that arrived from `peer`.
-    pub fn from_peer(peer: SocketAddr) -> Self {
+    pub(crate) fn from_peer(peer: SocketAddr) -> Self {
         RequestContext {
             peer: Some(peer),
             ..RequestContext::default()
@@ -37,7 +37,7 @@ impl RequestContext {
     }
 
     /// The request's context, inserting an empty one (no peer) when it has none yet.
-    pub fn of<B>(request: &mut Request<B>) -> Arc<RequestContext> {
+    pub(crate) fn of<B>(request: &mut Request<B>) -> Arc<RequestContext> {
         request
             .extensions_mut()
             .get_or_insert_with(|| Arc::new(RequestContext::default()))
@@ -45,50 +45,50 @@ impl RequestContext {
     }
 
     /// The context of a request, if it has one.
-    pub fn get<B>(request: &Request<B>) -> Option<&Arc<RequestContext>> {
+    pub(crate) fn get<B>(request: &Request<B>) -> Option<&Arc<RequestContext>> {
         request.extensions().get::<Arc<RequestContext>>()
     }
 
-    pub fn peer(&self) -> Option<SocketAddr> {
+    pub(crate) fn peer(&self) -> Option<SocketAddr> {
         self.peer
     }
 
-    pub fn set_request_id(&self, id: HeaderValue) {
+    pub(crate) fn set_request_id(&self, id: HeaderValue) {
         // First writer wins: the id is chosen once, at the top of the stack.
         let _ = self.request_id.set(id);
     }
 
     /// The request id, once set (ids are always visible ASCII).
-    pub fn request_id(&self) -> Option<&str> {
+    pub(crate) fn request_id(&self) -> Option<&str> {
         self.request_id.get().and_then(|id| id.to_str().ok())
     }
 
-    pub fn set_route(&self, name: Arc<str>) {
+    pub(crate) fn set_route(&self, name: Arc<str>) {
         // First writer wins: a request is routed once.
         let _ = self.route.set(name);
     }
 
     /// The name of the route the request was admitted to, once it was.
-    pub fn route(&self) -> Option<&Arc<str>> {
+    pub(crate) fn route(&self) -> Option<&Arc<str>> {
         self.route.get()
     }
 
     /// Counts one upstream attempt and returns its number (1-based).
-    pub fn start_attempt(&self) -> u32 {
+    pub(crate) fn start_attempt(&self) -> u32 {
         self.attempts.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    pub fn attempts(&self) -> u32 {
+    pub(crate) fn attempts(&self) -> u32 {
         self.attempts.load(Ordering::Relaxed)
     }
 
-    pub fn set_upstream_status(&self, status: http::StatusCode) {
+    pub(crate) fn set_upstream_status(&self, status: http::StatusCode) {
         self.upstream_status
             .store(status.as_u16(), Ordering::Relaxed);
     }
 
     /// The status of the last upstream answer, if any attempt got one.
-    pub fn upstream_status(&self) -> Option<u16> {
+    pub(crate) fn upstream_status(&self) -> Option<u16> {
         match self.upstream_status.load(Ordering::Relaxed) {
             0 => None,
             status => Some(status),

@@ -15,11 +15,11 @@ use tower::{Layer, Service};
 
 /// The instant after which no attempt may start and no wait may end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Deadline(pub Instant);
+pub(crate) struct Deadline(pub Instant);
 
 impl Deadline {
     /// The request's deadline, if its route has one.
-    pub fn of<B>(request: &Request<B>) -> Option<Instant> {
+    pub(crate) fn of<B>(request: &Request<B>) -> Option<Instant> {
         request
             .extensions()
             .get::<Deadline>()
@@ -29,7 +29,7 @@ impl Deadline {
 
 /// Sets the deadline `budget` from now on every request (none when the route has none).
 #[derive(Debug, Clone, Copy)]
-pub struct SetDeadlineLayer {
+pub(crate) struct SetDeadlineLayer {
     pub budget: Option<Duration>,
 }
 
@@ -44,7 +44,7 @@ impl<S> Layer<S> for SetDeadlineLayer {
 }
 
 #[derive(Debug, Clone)]
-pub struct SetDeadline<S> {
+pub(crate) struct SetDeadline<S> {
     inner: S,
     budget: Option<Duration>,
 }

@@ -11,11 +11,12 @@ use std::fmt;
 
 use http::StatusCode;
 
-pub type BoxError = Box<dyn StdError + Send + Sync>;
+pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Header naming the gateway error code on every gateway-made answer (a `HeaderName`: a
 /// `&str` lookup parses the name again on every request).
-pub const ERROR_HEADER: http::HeaderName = http::HeaderName::from_static("x-tango-gateway-error");
+pub(crate) const ERROR_HEADER: http::HeaderName =
+    http::HeaderName::from_static("x-tango-gateway-error");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
@@ -108,7 +109,9 @@ impl StdError for GatewayError {}
 /// Finds a `T` in an error's source chain, looking inside `io::Error`s (their `source()`
 /// skips the wrapped error, which is where rustls puts its alerts) and inside `h2::Error`s
 /// (which keep their I/O cause but report no `source()`).
-pub fn find_cause<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+pub(crate) fn find_cause<'a, T: StdError + 'static>(
+    err: &'a (dyn StdError + 'static),
+) -> Option<&'a T> {
     let mut current: Option<&'a (dyn StdError + 'static)> = Some(err);
     while let Some(e) = current {
         if let Some(found) = e.downcast_ref::<T>() {

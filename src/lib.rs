@@ -1,27 +1,34 @@
 //! tango-gateway: a secure outbound HTTP gateway in front of the Tango rewards API.
 //!
 //! The request path is assembled in [`stack`]; start with it.
-pub mod access_log;
-pub mod admin;
+//!
+//! Public: what the binary, the integration tests and the benchmarks use (`app`, `config`,
+//! `stack`, the tools behind the CLI, the credential types the fleet tests drive). The
+//! pipeline's inner modules are `pub(crate)`, and `unreachable_pub` keeps their items so.
+pub(crate) mod access_log;
+pub(crate) mod admin;
 pub mod app;
 pub mod auth;
-pub mod body;
+pub(crate) mod body;
 pub mod certs;
 pub mod config;
-pub mod context;
-pub mod deadline;
+pub(crate) mod context;
+pub(crate) mod deadline;
 pub mod demo;
 pub mod doctor;
-pub mod error;
-pub mod headers;
-pub mod inbound;
-pub mod metrics;
-pub mod random_id;
-pub mod reload;
-pub mod request_id;
-pub mod rescue;
-pub mod retry;
-pub mod rt;
+pub(crate) mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+pub(crate) mod headers;
+pub(crate) mod inbound;
+pub(crate) mod metrics;
+pub(crate) mod random_id;
+pub(crate) mod reload;
+pub(crate) mod request_id;
+pub(crate) mod rescue;
+pub(crate) mod retry;
+pub(crate) mod rt;
 pub mod stack;
 pub mod telemetry;
 pub mod tools;

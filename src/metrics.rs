@@ -27,58 +27,58 @@ const DURATION_BUCKETS: [f64; 14] = [
 // request must not allocate (the route name is an `Arc` shared with the route's stack).
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
+pub(crate) struct RequestLabels {
     pub route: Arc<str>,
     pub method: &'static str,
     pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
+pub(crate) struct RouteLabels {
     pub route: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
+pub(crate) struct OutcomeLabels {
     pub route: Arc<str>,
     pub outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
+pub(crate) struct ReasonLabels {
     pub route: Arc<str>,
     pub reason: Cow<'static, str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RejectedLabels {
+pub(crate) struct RejectedLabels {
     pub reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TokenLabels {
+pub(crate) struct TokenLabels {
     pub credential: String,
     pub outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReloadLabels {
+pub(crate) struct ReloadLabels {
     pub outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ListenerLabels {
+pub(crate) struct ListenerLabels {
     /// The listener's config key: `listen` or `admin.listen`.
     pub listener: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CredentialLabels {
+pub(crate) struct CredentialLabels {
     pub credential: String,
 }
 
 /// Every metric the gateway exports.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: Family<RouteLabels, Histogram>,
@@ -104,7 +104,7 @@ impl std::fmt::Debug for Metrics {
 }
 
 /// The process's metrics.
-pub fn metrics() -> &'static Metrics {
+pub(crate) fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(Metrics::new)
 }
@@ -229,14 +229,14 @@ impl Metrics {
     }
 
     /// The Prometheus/OpenMetrics text exposition.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut text, &self.registry);
         text
     }
 
-    pub fn set_token_expiry(&self, credential: &str, expires_at: SystemTime) {
+    pub(crate) fn set_token_expiry(&self, credential: &str, expires_at: SystemTime) {
         self.token_expiry
             .get_or_create(&CredentialLabels {
                 credential: credential.to_owned(),
@@ -246,7 +246,7 @@ impl Metrics {
 
     /// The client certificate gauges of the configuration in service; routes a reload
     /// removed lose their series.
-    pub fn set_client_certs(&self, config: &crate::config::Config) {
+    pub(crate) fn set_client_certs(&self, config: &crate::config::Config) {
         self.client_cert_expiry.clear();
         for route in &config.routes {
             if let Some(identity) = &route.upstream.tls.client_identity {
@@ -259,7 +259,7 @@ impl Metrics {
         }
     }
 
-    pub fn count_reload(&self, outcome: &str) {
+    pub(crate) fn count_reload(&self, outcome: &str) {
         self.config_reloads
             .get_or_create(&ReloadLabels {
                 outcome: outcome.to_owned(),
@@ -268,13 +268,13 @@ impl Metrics {
     }
 
     /// Counts a connection closed at accept for being over its listener's cap.
-    pub fn count_refused_connection(&self, listener: &'static str) {
+    pub(crate) fn count_refused_connection(&self, listener: &'static str) {
         self.connections_refused
             .get_or_create(&ListenerLabels { listener })
             .inc();
     }
 
-    pub fn count_token_request(&self, credential: &str, outcome: &str) {
+    pub(crate) fn count_token_request(&self, credential: &str, outcome: &str) {
         self.token_requests
             .get_or_create(&TokenLabels {
                 credential: credential.to_owned(),
@@ -285,12 +285,12 @@ impl Metrics {
 }
 
 /// Counts an answered request (`tango_gateway_requests_total`).
-pub fn count_request(labels: RequestLabels) {
+pub(crate) fn count_request(labels: RequestLabels) {
     REQUESTS.with_borrow_mut(|series| series.get(&metrics().requests, labels).inc());
 }
 
 /// Records the time to an answer's headers (`tango_gateway_request_duration_seconds`).
-pub fn observe_request_duration(labels: RouteLabels, seconds: f64) {
+pub(crate) fn observe_request_duration(labels: RouteLabels, seconds: f64) {
     DURATIONS.with_borrow_mut(|series| {
         series
             .get(&metrics().request_duration, labels)
@@ -299,7 +299,7 @@ pub fn observe_request_duration(labels: RouteLabels, seconds: f64) {
 }
 
 /// Counts an upstream attempt (`tango_gateway_upstream_attempts_total`).
-pub fn count_upstream_attempt(labels: OutcomeLabels) {
+pub(crate) fn count_upstream_attempt(labels: OutcomeLabels) {
     ATTEMPTS.with_borrow_mut(|series| series.get(&metrics().upstream_attempts, labels).inc());
 }
 
@@ -357,28 +357,28 @@ where
     }
 }
 
-pub fn unix_seconds(time: SystemTime) -> f64 {
+pub(crate) fn unix_seconds(time: SystemTime) -> f64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// The content type of [`Metrics::encode`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StoreLabels {
+pub(crate) struct StoreLabels {
     pub store: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StoreOperationLabels {
+pub(crate) struct StoreOperationLabels {
     pub store: String,
     pub operation: String,
 }
 
 /// The token store's health (`store` and `operation` are fixed words, never keys).
 impl Metrics {
-    pub fn set_token_store_up(&self, store: &str, up: bool) {
+    pub(crate) fn set_token_store_up(&self, store: &str, up: bool) {
         self.token_store_up
             .get_or_create(&StoreLabels {
                 store: store.to_owned(),
@@ -386,7 +386,7 @@ impl Metrics {
             .set(i64::from(up));
     }
 
-    pub fn count_token_store_error(&self, store: &str, operation: &str) {
+    pub(crate) fn count_token_store_error(&self, store: &str, operation: &str) {
         self.token_store_errors
             .get_or_create(&StoreOperationLabels {
                 store: store.to_owned(),

@@ -5,7 +5,7 @@
 //! `getrandom` system call per id (the benchmark's profile showed it on the request path).
 
 /// A fresh random UUID.
-pub fn uuid_v4() -> uuid::Uuid {
+pub(crate) fn uuid_v4() -> uuid::Uuid {
     uuid::Builder::from_random_bytes(rand::random()).into_uuid()
 }
 

@@ -10,7 +10,7 @@ use tower::{Layer, Service};
 
 use crate::context::RequestContext;
 
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Longest caller-supplied id kept; longer ones are replaced (they would bloat every log line).
 const MAX_LEN: usize = 128;
@@ -32,7 +32,7 @@ fn new_id() -> HeaderValue {
 }
 
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RequestIdLayer;
+pub(crate) struct RequestIdLayer;
 
 impl<S> Layer<S> for RequestIdLayer {
     type Service = SetRequestId<S>;
@@ -42,7 +42,7 @@ impl<S> Layer<S> for RequestIdLayer {
 }
 
 #[derive(Debug, Clone)]
-pub struct SetRequestId<S> {
+pub(crate) struct SetRequestId<S> {
     inner: S,
 }
 

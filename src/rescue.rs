@@ -19,7 +19,7 @@ use crate::error::{find_cause, BoxError, ErrorCode, GatewayError, ERROR_HEADER};
 use crate::upstream::classify::{classify_attempt_error, AttemptFailure};
 
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RescueLayer;
+pub(crate) struct RescueLayer;
 
 impl<S> Layer<S> for RescueLayer {
     type Service = Rescue<S>;
@@ -29,7 +29,7 @@ impl<S> Layer<S> for RescueLayer {
 }
 
 #[derive(Debug, Clone)]
-pub struct Rescue<S> {
+pub(crate) struct Rescue<S> {
     inner: S,
 }
 
@@ -83,7 +83,7 @@ fn log(gateway: &GatewayError, err: &(dyn std::error::Error + 'static)) {
 }
 
 /// Displays an error and its causes on one line, `a: b: c`.
-pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+pub(crate) struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
 
 impl std::fmt::Display for ErrorChain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -98,7 +98,7 @@ impl std::fmt::Display for ErrorChain<'_> {
 }
 
 /// Maps any error that reached the top of the stack to the gateway error answered for it.
-pub fn to_gateway_error(err: &(dyn StdError + 'static)) -> GatewayError {
+pub(crate) fn to_gateway_error(err: &(dyn StdError + 'static)) -> GatewayError {
     if let Some(gateway) = find_cause::<GatewayError>(err) {
         return gateway.clone();
     }
@@ -134,10 +134,10 @@ pub fn to_gateway_error(err: &(dyn StdError + 'static)) -> GatewayError {
 }
 
 /// What a caller is told of a failure the gateway cannot classify.
-pub const INTERNAL_MESSAGE: &str = "internal gateway error";
+pub(crate) const INTERNAL_MESSAGE: &str = "internal gateway error";
 
 /// The JSON answer of PRODUCT.md §4 for a gateway error, with `x-tango-gateway-error`.
-pub fn answer(error: &GatewayError, request_id: Option<&str>) -> Response<ResponseBody> {
+pub(crate) fn answer(error: &GatewayError, request_id: Option<&str>) -> Response<ResponseBody> {
     let body = serde_json::json!({
         "error": {
             "code": error.code.as_str(),

@@ -18,18 +18,18 @@ thread_local! {
 /// The default number of workers: the CPUs this process may use (affinity and cgroup
 /// quota included), at least one. Computed once, at start-up, and passed down: the pools
 /// and the workers must agree on it.
-pub fn default_count() -> usize {
+pub(crate) fn default_count() -> usize {
     std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
 }
 
 /// Marks this thread as serving worker `index` (called once, first thing on its thread).
-pub fn enter_worker(index: usize) {
+pub(crate) fn enter_worker(index: usize) {
     CURRENT.set(Some(index));
 }
 
 /// The index of the worker this thread is, or 0 off the workers (tests, `doctor`, the
 /// control runtime): what [`PerWorker::get`] picks by.
-pub fn current() -> usize {
+pub(crate) fn current() -> usize {
     CURRENT.with(Cell::get).unwrap_or(0)
 }
 

@@ -244,3 +244,33 @@ fn every_problem_is_listed_not_only_the_first() {
     assert!(stderr.contains("inbound.allow[0]"), "{stderr}");
     assert!(stderr.contains("routes[0].upstream.url"), "{stderr}");
 }
+
+#[test]
+fn version_names_the_package_version_and_the_commit() {
+    let output = Command::new(env!("CARGO_BIN_EXE_tango-gateway"))
+        .arg("--version")
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    let expected = format!("tango-gateway {} (commit ", env!("CARGO_PKG_VERSION"));
+    assert!(text.starts_with(&expected), "{text}");
+    let commit = text
+        .trim()
+        .strip_prefix(&expected)
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap();
+    assert!(
+        commit == "unknown"
+            || (!commit.is_empty() && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_log_level_typo_fails_check_with_its_key_path() {
+    let dir = material();
+    let yaml = good_yaml(dir.path()).replacen("routes:", "log: { level: infoo }\nroutes:", 1);
+    assert_refused(dir.path(), &yaml, "log.level");
+}

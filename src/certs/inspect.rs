@@ -59,7 +59,7 @@ pub fn key_strength_problem(kind: KeyKind, bits: u32) -> Option<String> {
 }
 
 /// Key type name and size in bits from a SubjectPublicKeyInfo.
-pub fn key_kind(spki: &SubjectPublicKeyInfo<'_>) -> (KeyKind, String, u32) {
+pub(super) fn key_kind(spki: &SubjectPublicKeyInfo<'_>) -> (KeyKind, String, u32) {
     let alg = &spki.algorithm.algorithm;
     if *alg == OID_PKCS1_RSAENCRYPTION || *alg == OID_PKCS1_RSASSAPSS {
         let bits = spki
@@ -101,14 +101,14 @@ fn to_system_time(ts: i64) -> SystemTime {
 }
 
 /// A parsed leaf: its summary, its key kind and its raw SubjectPublicKeyInfo.
-pub struct Leaf {
+pub(super) struct Leaf {
     pub summary: CertSummary,
     pub kind: KeyKind,
     pub spki: Vec<u8>,
 }
 
 /// Parses a DER certificate into a [`Leaf`].
-pub fn inspect(der: &[u8]) -> Result<Leaf, String> {
+pub(super) fn inspect(der: &[u8]) -> Result<Leaf, String> {
     let (_, cert) =
         X509Certificate::from_der(der).map_err(|e| format!("certificate cannot be parsed: {e}"))?;
     let spki = cert.public_key();
@@ -129,7 +129,7 @@ pub fn inspect(der: &[u8]) -> Result<Leaf, String> {
 }
 
 /// Time-window problems: not yet valid, expired, valid for longer than Tango accepts.
-pub fn validity_problems(s: &CertSummary, allow_long: bool, now: SystemTime) -> Vec<String> {
+pub(super) fn validity_problems(s: &CertSummary, allow_long: bool, now: SystemTime) -> Vec<String> {
     let mut problems = Vec::new();
     let ts = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
     if now < s.not_before {

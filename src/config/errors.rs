@@ -98,6 +98,44 @@ pub(crate) fn redact_serde_message(msg: &str) -> String {
         }
         rest = chars.as_str();
     }
+    in_user_words(&out)
+}
+
+/// serde's Rust type names in its `expected …` phrases, said as a user writing YAML would.
+fn in_user_words(message: &str) -> String {
+    const WORDS: [(&str, &str); 14] = [
+        ("expected u8", "expected a whole number (0 to 255)"),
+        ("expected u16", "expected a whole number (0 to 65535)"),
+        ("expected u32", "expected a whole number (0 or more)"),
+        ("expected u64", "expected a whole number (0 or more)"),
+        ("expected usize", "expected a whole number (0 or more)"),
+        ("expected i32", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected f32", "expected a number"),
+        ("expected f64", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+        ("expected a sequence", "expected a list"),
+        ("expected a map", "expected a mapping of keys to values"),
+        ("invalid type: a sequence", "invalid type: a list"),
+        ("invalid type: a map", "invalid type: a mapping"),
+    ];
+    let mut out = message.to_owned();
+    for (serde, user) in WORDS {
+        // Whole words only: `expected u32` must not touch `expected u32s` (no such phrase
+        // today, but a prefix match would silently mangle one).
+        let mut searched = 0;
+        while let Some(found) = out[searched..].find(serde) {
+            let start = searched + found;
+            let end = start + serde.len();
+            let next = out[end..].chars().next();
+            if next.is_none_or(|c| !c.is_ascii_alphanumeric()) {
+                out.replace_range(start..end, user);
+                searched = start + user.len();
+            } else {
+                searched = end;
+            }
+        }
+    }
     out
 }
 
@@ -121,13 +159,33 @@ mod tests {
     #[test]
     fn serde_values_are_redacted_but_keys_kept() {
         let m = redact_serde_message(r#"invalid type: string "s3cr\"et", expected u64"#);
-        assert_eq!(m, "invalid type: a string, expected u64");
+        assert_eq!(
+            m,
+            "invalid type: a string, expected a whole number (0 or more)"
+        );
         let m = redact_serde_message("unknown variant `hunter2`, expected `a` or `b`");
         assert_eq!(m, "unknown variant, expected `a` or `b`");
         let m = redact_serde_message("unknown field `lisen`, expected one of `listen`");
         assert!(m.contains("lisen"));
         let m = redact_serde_message("invalid type: integer `123456`, expected a string");
         assert!(!m.contains("123456"));
+    }
+
+    #[test]
+    fn rust_type_names_become_the_users_words() {
+        let m = redact_serde_message("invalid type: a sequence, expected usize");
+        assert_eq!(
+            m,
+            "invalid type: a list, expected a whole number (0 or more)"
+        );
+        assert_eq!(
+            redact_serde_message("invalid type: map, expected a boolean"),
+            "invalid type: map, expected true or false"
+        );
+        assert_eq!(
+            redact_serde_message("expected f64 or expected u32"),
+            "expected a number or expected a whole number (0 or more)"
+        );
     }
 
     #[test]

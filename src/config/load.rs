@@ -39,7 +39,7 @@ pub(crate) fn load_at(
 ) -> Result<Config, ConfigErrors> {
     let fail = |problems: Problems| ConfigErrors {
         file: path.to_path_buf(),
-        problems: problems.0,
+        problems: name_env_sources(problems.0, env),
     };
     let mut problems = Problems::default();
     let raw =
@@ -48,6 +48,53 @@ pub(crate) fn load_at(
         Some(config) if problems.len() == 0 => Ok(config),
         _ => Err(fail(problems)),
     }
+}
+
+/// Says which problems come from a `TANGO_GATEWAY__…` override rather than the file, naming
+/// the variable: an override's mistake must not be blamed on the YAML.
+fn name_env_sources(
+    problems: Vec<super::ConfigProblem>,
+    env: &HashMap<String, String>,
+) -> Vec<super::ConfigProblem> {
+    let prefix = format!("{ENV_PREFIX}__");
+    let overrides: Vec<(&str, String)> = env
+        .keys()
+        .filter_map(|name| {
+            let rest = name.strip_prefix(&prefix)?;
+            let key = rest
+                .split("__")
+                .map(str::to_ascii_lowercase)
+                .collect::<Vec<_>>()
+                .join(".");
+            (!key.is_empty()).then_some((name.as_str(), key))
+        })
+        .collect();
+    problems
+        .into_iter()
+        .map(|mut problem| {
+            let from_env = overrides.iter().find(|(_, key)| {
+                let at_or_below = problem.path == *key
+                    || problem
+                        .path
+                        .strip_prefix(key.as_str())
+                        .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['));
+                // An unknown key is reported at its parent, naming the key in backticks.
+                let unknown_key = key
+                    .strip_prefix(problem.path.as_str())
+                    .map(|rest| rest.strip_prefix('.').unwrap_or(rest))
+                    .filter(|field| !field.is_empty() && !field.contains('.'))
+                    .is_some_and(|field| problem.message.contains(&format!("`{field}`")));
+                at_or_below || unknown_key
+            });
+            if let Some((name, _)) = from_env {
+                problem.message = format!(
+                    "{} (set by the environment variable {name})",
+                    problem.message
+                );
+            }
+            problem
+        })
+        .collect()
 }
 
 /// The configuration file and every file it references (secrets, certificates, keys), as

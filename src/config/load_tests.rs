@@ -95,7 +95,29 @@ fn env_overrides_any_key_including_lists() {
 #[test]
 fn env_override_with_a_typo_is_an_error() {
     let f = Fixture::new().env("TANGO_GATEWAY__ADMIN__LISTN", "127.0.0.1:1");
-    assert!(f.err(ROUTE).problems[0].path.starts_with("admin"));
+    let problem = &f.err(ROUTE).problems[0];
+    assert!(problem.path.starts_with("admin"));
+    assert!(
+        problem.message.contains("TANGO_GATEWAY__ADMIN__LISTN"),
+        "{}",
+        problem.message
+    );
+}
+
+#[test]
+fn a_bad_value_from_an_override_names_the_variable_not_the_file() {
+    let f = Fixture::new().env("TANGO_GATEWAY__INBOUND__MAX_CONNECTIONS", "0");
+    let message = f.problem_at(ROUTE, "inbound.max_connections");
+    assert!(
+        message.contains("environment variable TANGO_GATEWAY__INBOUND__MAX_CONNECTIONS"),
+        "{message}"
+    );
+    // A problem of the file itself is not blamed on the environment.
+    let message = Fixture::new().problem_at(
+        &format!("inbound: {{ max_connections: 0 }}\n{ROUTE}"),
+        "inbound.max_connections",
+    );
+    assert!(!message.contains("environment"), "{message}");
 }
 
 #[test]
@@ -206,4 +228,15 @@ fn durations_are_human() {
     assert_eq!(c.shutdown_grace, Duration::from_secs(5));
     let bad = ROUTE.replace("url:", "timeout: 15, url:");
     Fixture::new().problem_at(&bad, "routes[0].upstream.timeout");
+}
+
+#[test]
+fn a_log_level_typo_is_refused_with_its_key_path() {
+    let message =
+        Fixture::new().problem_at(&format!("log: {{ level: infoo }}\n{ROUTE}"), "log.level");
+    assert!(message.contains("not a log level"), "{message}");
+    let c = Fixture::new().ok(&format!(
+        "log: {{ level: \"warn,tango_gateway=debug\" }}\n{ROUTE}"
+    ));
+    assert_eq!(c.log.level, "warn,tango_gateway=debug");
 }

@@ -5,6 +5,7 @@ mod errors;
 mod fields;
 mod interpolate;
 mod load;
+mod log_level;
 mod model;
 mod net;
 mod raw;

@@ -27,7 +27,7 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
     Ok(net)
 }
 
-pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+pub(super) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     s.trim().parse().map_err(|_| {
         "not a socket address: write IP:port, e.g. 127.0.0.1:8080 or [::1]:8080".into()
     })
@@ -35,7 +35,7 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 
 /// An upstream or token URL: `https` (or `http` when `allow_http`), a host, no userinfo,
 /// query or fragment; a path is allowed.
-pub fn parse_url(s: &str, allow_http: bool) -> Result<http::Uri, String> {
+pub(super) fn parse_url(s: &str, allow_http: bool) -> Result<http::Uri, String> {
     let t = s.trim();
     if t.contains('#') {
         return Err("URL must not have a fragment".into());

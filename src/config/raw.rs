@@ -13,7 +13,7 @@ use serde::Deserialize;
 /// A scalar read as text. YAML and `try_parsing` env overrides turn `12345` or `true` into
 /// numbers and booleans; a string field accepts them as their text.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Text(pub String);
+pub(super) struct Text(pub String);
 
 impl<'de> Deserialize<'de> for Text {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -49,7 +49,7 @@ impl<'de> Deserialize<'de> for Text {
 /// A list of scalars; a single scalar counts as a one-item list (an env override such as
 /// `TANGO_GATEWAY__RETRY__RETRY_ON=429` arrives as a number, not a list).
 #[derive(Clone, PartialEq, Eq, Default)]
-pub struct Texts(pub Vec<Text>);
+pub(super) struct Texts(pub Vec<Text>);
 
 impl<'de> Deserialize<'de> for Texts {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -82,7 +82,7 @@ impl<'de> Deserialize<'de> for Texts {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawConfig {
+pub(super) struct RawConfig {
     pub listen: Option<Text>,
     pub admin: Option<RawAdmin>,
     pub log: Option<RawLog>,
@@ -98,7 +98,7 @@ impl RawConfig {
     /// Every file the configuration reads besides itself (secrets, certificates, keys), in
     /// file order: what a reload watches. The token store file is not among them: the
     /// gateway writes it.
-    pub fn referenced_files(&self) -> Vec<String> {
+    pub(super) fn referenced_files(&self) -> Vec<String> {
         fn tls_files(tls: Option<&RawTls>) -> [Option<&Text>; 3] {
             tls.map_or([None; 3], |t| {
                 [
@@ -135,20 +135,20 @@ impl RawConfig {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawAdmin {
+pub(super) struct RawAdmin {
     pub listen: Option<Text>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawLog {
+pub(super) struct RawLog {
     pub format: Option<Text>,
     pub level: Option<Text>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawInbound {
+pub(super) struct RawInbound {
     pub allow: Option<Texts>,
     pub max_body_bytes: Option<u64>,
     pub header_read_timeout: Option<Text>,
@@ -162,14 +162,14 @@ pub struct RawInbound {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawForwardedFor {
+pub(super) struct RawForwardedFor {
     pub mode: Option<Text>,
     pub static_ip: Option<Text>,
 }
 
 #[derive(Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
-pub struct RawRetry {
+pub(super) struct RawRetry {
     pub max_attempts: Option<u32>,
     pub initial_backoff: Option<Text>,
     pub max_backoff: Option<Text>,
@@ -183,7 +183,7 @@ pub struct RawRetry {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawTokenCache {
+pub(super) struct RawTokenCache {
     pub store: Option<Text>,
     pub path: Option<Text>,
     pub url: Option<Text>,
@@ -193,7 +193,7 @@ pub struct RawTokenCache {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawRoute {
+pub(super) struct RawRoute {
     pub name: Option<Text>,
     #[serde(rename = "match")]
     pub matches: Option<RawMatch>,
@@ -205,14 +205,14 @@ pub struct RawRoute {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawMatch {
+pub(super) struct RawMatch {
     pub path_prefix: Option<Text>,
     pub sources: Option<Texts>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawUpstream {
+pub(super) struct RawUpstream {
     pub url: Option<Text>,
     pub timeout: Option<Text>,
     pub connect_timeout: Option<Text>,
@@ -224,7 +224,7 @@ pub struct RawUpstream {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawTls {
+pub(super) struct RawTls {
     pub ca_file: Option<Text>,
     pub client_cert_file: Option<Text>,
     pub client_key_file: Option<Text>,
@@ -232,7 +232,7 @@ pub struct RawTls {
 }
 
 /// `auth: none` (a string) or a map with `basic` or `oauth2` (§9).
-pub enum RawAuth {
+pub(super) enum RawAuth {
     /// The string, kept to check it is exactly `none`.
     Word(String),
     Map(Box<RawAuthMap>),
@@ -261,14 +261,14 @@ impl<'de> Deserialize<'de> for RawAuth {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawAuthMap {
+pub(super) struct RawAuthMap {
     pub basic: Option<RawBasic>,
     pub oauth2: Option<RawOAuth2>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawBasic {
+pub(super) struct RawBasic {
     pub username: Option<Text>,
     pub password: Option<Text>,
     pub password_file: Option<Text>,
@@ -276,7 +276,7 @@ pub struct RawBasic {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawOAuth2 {
+pub(super) struct RawOAuth2 {
     pub token_url: Option<Text>,
     pub grant: Option<Text>,
     pub client_id: Option<Text>,
@@ -295,7 +295,7 @@ pub struct RawOAuth2 {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawDpop {
+pub(super) struct RawDpop {
     pub key_file: Option<Text>,
     pub ephemeral: Option<bool>,
 }

@@ -11,7 +11,7 @@ use tempfile::TempDir;
 use super::{load_with_env, Config, ConfigErrors};
 
 /// A minimal valid route, to append other keys to.
-pub const ROUTE: &str = r#"
+pub(crate) const ROUTE: &str = r#"
 routes:
   - name: raas
     match: { path_prefix: /raas/v2/ }
@@ -19,49 +19,49 @@ routes:
     auth: none
 "#;
 
-pub struct Fixture {
+pub(crate) struct Fixture {
     pub dir: TempDir,
     pub env: HashMap<String, String>,
 }
 
 impl Fixture {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Fixture {
             dir: TempDir::new().unwrap(),
             env: HashMap::new(),
         }
     }
 
-    pub fn env(mut self, k: &str, v: &str) -> Self {
+    pub(crate) fn env(mut self, k: &str, v: &str) -> Self {
         self.env.insert(k.to_string(), v.to_string());
         self
     }
 
     /// Writes a file in the temp dir and returns its path as a string for YAML.
-    pub fn file(&self, name: &str, content: &str) -> String {
+    pub(crate) fn file(&self, name: &str, content: &str) -> String {
         let p = self.dir.path().join(name);
         std::fs::write(&p, content).unwrap();
         p.display().to_string()
     }
 
-    pub fn path(&self, name: &str) -> String {
+    pub(crate) fn path(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
     }
 
-    pub fn load(&self, yaml: &str) -> Result<Config, ConfigErrors> {
+    pub(crate) fn load(&self, yaml: &str) -> Result<Config, ConfigErrors> {
         let p: PathBuf = self.dir.path().join("gateway.yaml");
         std::fs::write(&p, yaml).unwrap();
         load_with_env(&p, &self.env)
     }
 
-    pub fn ok(&self, yaml: &str) -> Config {
+    pub(crate) fn ok(&self, yaml: &str) -> Config {
         match self.load(yaml) {
             Ok(c) => c,
             Err(e) => panic!("expected a valid config, got:\n{e}"),
         }
     }
 
-    pub fn err(&self, yaml: &str) -> ConfigErrors {
+    pub(crate) fn err(&self, yaml: &str) -> ConfigErrors {
         match self.load(yaml) {
             Ok(_) => panic!("expected problems, config was accepted"),
             Err(e) => e,
@@ -69,7 +69,7 @@ impl Fixture {
     }
 
     /// Asserts a problem is reported at exactly `path`, returns its message.
-    pub fn problem_at(&self, yaml: &str, path: &str) -> String {
+    pub(crate) fn problem_at(&self, yaml: &str, path: &str) -> String {
         let e = self.err(yaml);
         match e.problems.iter().find(|p| p.path == path) {
             Some(p) => p.message.clone(),
@@ -79,7 +79,7 @@ impl Fixture {
 
     /// A certificate valid from `start_days` (relative to now) for `days`, and its key;
     /// returns (cert path, key path) under `name`.
-    pub fn identity(&self, name: &str, start_days: i64, days: u64) -> (String, String) {
+    pub(crate) fn identity(&self, name: &str, start_days: i64, days: u64) -> (String, String) {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let cert = cert_pem(&key, start_days, days);
         (
@@ -89,7 +89,7 @@ impl Fixture {
     }
 }
 
-pub fn cert_pem(key: &KeyPair, start_days: i64, days: u64) -> String {
+pub(crate) fn cert_pem(key: &KeyPair, start_days: i64, days: u64) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()

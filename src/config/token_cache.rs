@@ -13,10 +13,13 @@ use super::model::TokenCacheConfig;
 use super::raw::RawTokenCache;
 
 pub const DEFAULT_KEY_PREFIX: &str = "tango-gateway";
-/// The refresh lock's expiry: longer than one token request (15 s), so a replica that is
-/// merely slow keeps the lock, and short enough that one that died holds the fleet up briefly.
+/// The longest one replica holds the refresh lock for one refresh, its short lease renewed
+/// all along (a replica that dies holding it blocks the others for one lease only, see
+/// `auth::oauth::store::LOCK_LEASE`): longer than one token request (15 s), so a replica
+/// that is merely slow keeps the lock, and so the bound on how long the others wait for a
+/// live holder's token before one of them fetches too.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(20);
-/// Below this the lock could expire while its holder's token request is still in flight.
+/// Below this the lock could run out while its holder's token request is still in flight.
 const MIN_LOCK_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, PartialEq)]

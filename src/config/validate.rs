@@ -11,6 +11,7 @@ use ipnet::IpNet;
 
 use super::errors::Problems;
 use super::fields::{choice, duration, optional, text};
+use super::log_level::check_log_level;
 use super::model::{
     AdminConfig, Config, ForwardedForMode, InboundConfig, LogConfig, LogFormat, RetryConfig,
     RouteConfig, TokenCacheConfig, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
@@ -27,7 +28,7 @@ use super::token_cache::token_cache;
 /// network until someone says so.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
-pub const DEFAULT_LOG_LEVEL: &str = "info";
+pub(super) const DEFAULT_LOG_LEVEL: &str = "info";
 /// `inbound.allow` when absent: this host only (an empty list, when written, denies all).
 pub const DEFAULT_ALLOW: [&str; 2] = ["127.0.0.0/8", "::1/128"];
 
@@ -49,7 +50,14 @@ pub(crate) fn validate(
         LogFormat::Json,
     );
     let level = optional(p, "log.level", &log.level)
-        .map(|l| l.unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string()));
+        .map(|l| l.unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string()))
+        .and_then(|level| match check_log_level(&level) {
+            Ok(()) => Some(level),
+            Err(why) => {
+                p.add("log.level", why);
+                None
+            }
+        });
     let inbound = inbound(p, raw.inbound.unwrap_or_default());
     let forwarded_for = forwarded_for(p, raw.forwarded_for.unwrap_or_default());
     let token_cache = token_cache(p, raw.token_cache.unwrap_or_default());

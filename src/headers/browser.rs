@@ -11,7 +11,7 @@ const BROWSER_FETCH_MODES: [&str; 3] = ["cors", "navigate", "no-cors"];
 
 /// True when the request carries the marks of a browser context: an `Origin` header, or a
 /// `Sec-Fetch-Mode` of `cors`, `navigate` or `no-cors`.
-pub fn is_browser_request(headers: &HeaderMap) -> bool {
+pub(crate) fn is_browser_request(headers: &HeaderMap) -> bool {
     if headers.contains_key(http::header::ORIGIN) {
         return true;
     }

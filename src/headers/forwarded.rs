@@ -11,10 +11,10 @@ use super::X_FORWARDED_FOR;
 use crate::config::ForwardedForMode;
 
 /// The AWS ALB keeps at most this many `X-Forwarded-For` entries.
-pub const MAX_ENTRIES: usize = 30;
+pub(crate) const MAX_ENTRIES: usize = 30;
 
 /// Rewrites `X-Forwarded-For` in place for the given mode and inbound peer.
-pub fn rewrite(headers: &mut HeaderMap, mode: ForwardedForMode, peer: IpAddr) {
+pub(crate) fn rewrite(headers: &mut HeaderMap, mode: ForwardedForMode, peer: IpAddr) {
     let value = match mode {
         ForwardedForMode::Remove => None,
         ForwardedForMode::Peer => single(canonical(peer)),
@@ -55,7 +55,7 @@ fn single(ip: IpAddr) -> Option<HeaderValue> {
 
 /// Reads every `X-Forwarded-For` line in order as one list, keeping only the entries that
 /// are IP addresses once a port and/or brackets are stripped.
-pub fn parse_chain<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> Vec<IpAddr> {
+pub(crate) fn parse_chain<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> Vec<IpAddr> {
     values
         .filter_map(|value| value.to_str().ok())
         .flat_map(|line| line.split(','))
@@ -64,7 +64,7 @@ pub fn parse_chain<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> Vec<IpA
 }
 
 /// One entry: `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]`, `[2001:db8::1]:443`.
-pub fn parse_entry(entry: &str) -> Option<IpAddr> {
+pub(crate) fn parse_entry(entry: &str) -> Option<IpAddr> {
     let entry = entry.trim();
     if let Ok(ip) = entry.parse::<IpAddr>() {
         return Some(canonical(ip));

@@ -17,7 +17,7 @@ const CLOSE: HeaderName = HeaderName::from_static("close");
 
 /// Always hop-by-hop, whether or not `Connection` names them. A static, not a const: a const
 /// list is rebuilt, then dropped, at every use.
-pub static FIXED: [HeaderName; 8] = [
+pub(crate) static FIXED: [HeaderName; 8] = [
     CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -40,7 +40,7 @@ pub(super) fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &st
 }
 
 /// Removes the headers that `Connection` names. Call it before `Connection` itself goes.
-pub fn remove_named_in_connection(headers: &mut HeaderMap) {
+pub(crate) fn remove_named_in_connection(headers: &mut HeaderMap) {
     if !headers.contains_key(CONNECTION) {
         return;
     }
@@ -67,8 +67,11 @@ pub fn remove_named_in_connection(headers: &mut HeaderMap) {
     }
 }
 
-/// Removes hop-by-hop headers from a request or response header map.
-pub fn remove(headers: &mut HeaderMap) {
+/// Removes hop-by-hop headers (the fixed set and those `Connection` names): the rule on its
+/// own, for the tests; requests and responses use [`super::clean_request_headers`] and
+/// [`remove_from_response`], which apply it with their other removals in one pass.
+#[cfg(test)]
+fn remove(headers: &mut HeaderMap) {
     remove_named_in_connection(headers);
     super::remove_all(headers, &[&FIXED], super::Underscores::Exact);
 }
@@ -80,7 +83,7 @@ static PROXY_AUTHENTICATE_ONLY: [HeaderName; 1] = [PROXY_AUTHENTICATE];
 
 /// Cleans a response: hop-by-hop headers and `Proxy-Authenticate`. Names are matched exactly:
 /// the names are Tango's, not a caller's attempt at smuggling.
-pub fn remove_from_response(headers: &mut HeaderMap) {
+pub(crate) fn remove_from_response(headers: &mut HeaderMap) {
     remove_named_in_connection(headers);
     super::remove_all(headers, &RESPONSE_REMOVED, super::Underscores::Exact);
 }

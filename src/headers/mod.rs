@@ -3,9 +3,9 @@
 //! Invariant: no header a caller may not pass reaches Tango under any spelling: a name that,
 //! with `_` read as `-`, is one the gateway removes or writes itself is removed too (an
 //! upstream that folds `_` into `-`, as CGI-style servers do, would otherwise read it).
-pub mod browser;
-pub mod forwarded;
-pub mod hop_by_hop;
+pub(crate) mod browser;
+pub(crate) mod forwarded;
+pub(crate) mod hop_by_hop;
 
 use http::header::{
     HeaderName, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, COOKIE, HOST, PROXY_AUTHORIZATION,
@@ -13,22 +13,23 @@ use http::header::{
 use http::HeaderMap;
 
 /// The `DPoP` proof header (RFC 9449).
-pub const DPOP: HeaderName = HeaderName::from_static("dpop");
-pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) const DPOP: HeaderName = HeaderName::from_static("dpop");
+pub(crate) const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub(crate) const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// The name `request_id` writes; spelled here too because this module is a leaf and may not
 /// import a layer.
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Caller-supplied credentials: the gateway is the only source of credentials Tango sees.
-pub const CALLER_CREDENTIALS: [HeaderName; 4] = [AUTHORIZATION, PROXY_AUTHORIZATION, DPOP, COOKIE];
+pub(crate) const CALLER_CREDENTIALS: [HeaderName; 4] =
+    [AUTHORIZATION, PROXY_AUTHORIZATION, DPOP, COOKIE];
 
 /// Headers a caller could use to steer a proxy or framework behind the gateway (PRODUCT.md
 /// §12): the host, scheme, port and prefix it builds absolute links and redirects from, the
 /// "original" URL some servers route by instead of the request line, and the method
 /// overrides that turn a `POST` into a `DELETE`.
-pub static CALLER_OVERRIDES: [HeaderName; 9] = [
+pub(crate) static CALLER_OVERRIDES: [HeaderName; 9] = [
     HeaderName::from_static("x-forwarded-host"),
     HeaderName::from_static("x-forwarded-proto"),
     HeaderName::from_static("x-forwarded-port"),
@@ -65,7 +66,7 @@ static GATEWAY_WRITTEN: [HeaderName; 3] = [X_FORWARDED_FOR, X_REQUEST_ID, CONTEN
 ///
 /// Runs before `X-Forwarded-For` is rewritten, which keeps the caller's `X-Forwarded-For`
 /// (append mode reads it) but never an `X_Forwarded_For`.
-pub fn clean_request_headers(headers: &mut HeaderMap) {
+pub(crate) fn clean_request_headers(headers: &mut HeaderMap) {
     hop_by_hop::remove_named_in_connection(headers);
     remove_all(
         headers,

@@ -24,14 +24,14 @@ const LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How many connections a listener may have open at once.
 #[derive(Debug, Clone)]
-pub struct ConnectionLimit {
+pub(crate) struct ConnectionLimit {
     open: Arc<AtomicUsize>,
     max: usize,
 }
 
 /// One open connection's place under its listener's [`ConnectionLimit`].
 #[derive(Debug)]
-pub struct ConnectionSlot(Arc<AtomicUsize>);
+pub(crate) struct ConnectionSlot(Arc<AtomicUsize>);
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
@@ -40,7 +40,7 @@ impl Drop for ConnectionSlot {
 }
 
 impl ConnectionLimit {
-    pub fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         ConnectionLimit {
             open: Arc::new(AtomicUsize::new(0)),
             max: max.max(1),
@@ -48,7 +48,7 @@ impl ConnectionLimit {
     }
 
     /// A slot for one more connection, or `None` when `max` are open.
-    pub fn try_take(&self) -> Option<ConnectionSlot> {
+    pub(crate) fn try_take(&self) -> Option<ConnectionSlot> {
         self.open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
                 (open < self.max).then_some(open + 1)
@@ -58,11 +58,12 @@ impl ConnectionLimit {
     }
 
     /// Connections open now.
-    pub fn open(&self) -> usize {
+    #[cfg(test)]
+    fn open(&self) -> usize {
         self.open.load(Ordering::Acquire)
     }
 
-    pub fn max(&self) -> usize {
+    pub(crate) fn max(&self) -> usize {
         self.max
     }
 }
@@ -71,7 +72,7 @@ impl ConnectionLimit {
 /// process's open-file limit, so that a flood of inbound connections cannot take the
 /// descriptors that upstream connections, the admin listener and files need. Logs a warning
 /// once when it lowers the configured value.
-pub fn effective_max_connections(key: &str, configured: usize) -> usize {
+pub(crate) fn effective_max_connections(key: &str, configured: usize) -> usize {
     match open_file_limit() {
         Some(limit) => {
             let usable = usize::try_from(limit / 2).unwrap_or(usize::MAX).max(1);
@@ -114,7 +115,7 @@ fn parse_open_file_limit(limits: &str) -> Option<u64> {
 }
 
 /// Accepts connections for one listener under its cap, backing off on failures.
-pub struct Acceptor {
+pub(crate) struct Acceptor {
     listener: TcpListener,
     limit: ConnectionLimit,
     /// Names the listener in log lines (`listen`, `admin.listen`).
@@ -124,7 +125,7 @@ pub struct Acceptor {
 }
 
 impl Acceptor {
-    pub fn new(listener: TcpListener, limit: ConnectionLimit, name: &'static str) -> Self {
+    pub(crate) fn new(listener: TcpListener, limit: ConnectionLimit, name: &'static str) -> Self {
         Acceptor {
             listener,
             limit,
@@ -137,7 +138,7 @@ impl Acceptor {
     /// The next connection to serve, with its slot. Connections over the cap are closed
     /// here, at once; failures are waited out. Cancel-safe: nothing is lost when the caller
     /// stops waiting (a connection not yet accepted stays in the backlog).
-    pub async fn next(&mut self) -> (TcpStream, SocketAddr, ConnectionSlot) {
+    pub(crate) async fn next(&mut self) -> (TcpStream, SocketAddr, ConnectionSlot) {
         loop {
             match self.listener.accept().await {
                 Ok((stream, peer)) => {
@@ -175,10 +176,6 @@ impl Acceptor {
                 }
             }
         }
-    }
-
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
     }
 }
 

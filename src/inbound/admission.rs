@@ -20,14 +20,14 @@ use crate::headers::browser::is_browser_request;
 /// What admission decided for a request, handed straight to the next step: the route it
 /// goes to (with its target) and the peer's canonical address.
 #[derive(Debug)]
-pub struct Admitted<'a, T> {
+pub(crate) struct Admitted<'a, T> {
     pub route: &'a RouteEntry<T>,
     pub peer: IpAddr,
 }
 
 /// Who may call what; `T` is what each route's requests go to.
 #[derive(Debug, Clone)]
-pub struct AdmissionPolicy<T> {
+pub(crate) struct AdmissionPolicy<T> {
     pub allow: Vec<IpNet>,
     pub routes: RouteTable<T>,
     pub reject_browser_requests: bool,
@@ -37,7 +37,10 @@ impl<T> AdmissionPolicy<T> {
     /// Admits the request or says why not; on success the request's target is rewritten to
     /// the normalised origin-form path (and its query), and its context names the route
     /// (for the access log and metrics).
-    pub fn admit<B>(&self, request: &mut Request<B>) -> Result<Admitted<'_, T>, GatewayError> {
+    pub(crate) fn admit<B>(
+        &self,
+        request: &mut Request<B>,
+    ) -> Result<Admitted<'_, T>, GatewayError> {
         let peer = RequestContext::get(request)
             .and_then(|context| context.peer())
             .map(|peer| peer.ip().to_canonical())

@@ -24,7 +24,7 @@ use crate::body::{body_stalled, CallerStream, Payload, StreamFault};
 use crate::error::{find_cause, BoxError, ErrorCode, GatewayError};
 
 #[derive(Debug, Clone, Copy)]
-pub struct PrepareBodyLayer {
+pub(crate) struct PrepareBodyLayer {
     pub max_body_bytes: u64,
     /// The longest wait for each chunk of the body (`inbound.body_read_timeout`).
     pub body_read_timeout: Duration,
@@ -43,7 +43,7 @@ impl<S> Layer<S> for PrepareBodyLayer {
 }
 
 #[derive(Debug, Clone)]
-pub struct PrepareBody<S> {
+pub(crate) struct PrepareBody<S> {
     inner: S,
     settings: PrepareBodyLayer,
 }

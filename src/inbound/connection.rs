@@ -41,7 +41,7 @@ use crate::error::BoxError;
 
 /// The time limits one connection is served with.
 #[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
+pub(crate) struct ConnectionLimits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
 }
@@ -59,7 +59,7 @@ impl ConnectionLimits {
 // async fn, rustc cannot prove the future `Send` at the `tokio::spawn` call sites (a known
 // limitation with higher-ranked lifetimes in generic services); the explicit bound can.
 #[allow(clippy::manual_async_fn)]
-pub fn serve<S>(
+pub(crate) fn serve<S>(
     builder: Arc<auto::Builder<TokioExecutor>>,
     stream: TcpStream,
     service: S,

@@ -19,7 +19,11 @@ use super::GatewayService;
 use crate::context::RequestContext;
 
 /// Accepts on `acceptor` until `shutdown` turns true, then lets the workers drain.
-pub async fn serve(mut acceptor: Acceptor, workers: Workers, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    mut acceptor: Acceptor,
+    workers: Workers,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             (stream, peer, slot) = acceptor.next() => {
@@ -51,7 +55,7 @@ pub(super) fn tagged(
 }
 
 /// Resolves once `stop` is true (or its sender is gone, which also means stop).
-pub async fn stop_requested(stop: &mut watch::Receiver<bool>) {
+pub(crate) async fn stop_requested(stop: &mut watch::Receiver<bool>) {
     // `borrow_and_update` drops its guard before the await, keeping this future `Send`.
     while !*stop.borrow_and_update() {
         if stop.changed().await.is_err() {

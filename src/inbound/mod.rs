@@ -1,14 +1,14 @@
 //! The inbound side: admission of callers, path normalisation, route selection, listener,
 //! serving workers.
-pub mod accept;
-pub mod admission;
-pub mod body;
-pub mod connection;
-pub mod limit;
-pub mod listener;
-pub mod path;
-pub mod route;
-pub mod workers;
+pub(crate) mod accept;
+pub(crate) mod admission;
+pub(crate) mod body;
+pub(crate) mod connection;
+pub(crate) mod limit;
+pub(crate) mod listener;
+pub(crate) mod path;
+pub(crate) mod route;
+pub(crate) mod workers;
 
 use std::convert::Infallible;
 

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 
 /// Why a path is refused. The message goes to the caller: fixed text, never the path itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum BadPath {
+pub(crate) enum BadPath {
     #[error("the request target is not an absolute path")]
     NotAbsolute,
     #[error("the path contains an encoded slash, backslash, NUL or percent sign")]
@@ -35,7 +35,7 @@ pub enum BadPath {
 /// `%2e`), keeps a trailing `/`, and refuses what cannot be normalised safely. A path that
 /// is already normal (nearly every real one, escapes and non-ASCII text included) is returned
 /// borrowed, without allocating.
-pub fn normalise(raw: &str) -> Result<Cow<'_, str>, BadPath> {
+pub(crate) fn normalise(raw: &str) -> Result<Cow<'_, str>, BadPath> {
     if is_normal(raw) {
         return Ok(Cow::Borrowed(raw));
     }
@@ -242,7 +242,7 @@ fn decode_dots(segment: &str) -> String {
 /// True when `path` lies under `prefix`, matching whole segments (`/raas/v2` matches
 /// `/raas/v2` and `/raas/v2/orders`, never `/raas/v2x`). `prefix` is normalised without a
 /// trailing slash, or is `/`.
-pub fn has_prefix(path: &str, prefix: &str) -> bool {
+pub(crate) fn has_prefix(path: &str, prefix: &str) -> bool {
     if prefix == "/" {
         return true;
     }

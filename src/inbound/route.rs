@@ -14,7 +14,7 @@ use crate::config::RouteConfig;
 
 /// One route as selection sees it, carrying `T`: what a request selected for it goes to.
 #[derive(Debug, Clone)]
-pub struct RouteEntry<T> {
+pub(crate) struct RouteEntry<T> {
     name: Arc<str>,
     prefix: String,
     sources: Option<Vec<IpNet>>,
@@ -23,26 +23,26 @@ pub struct RouteEntry<T> {
 
 impl<T> RouteEntry<T> {
     /// The route's name (logs and metrics).
-    pub fn name(&self) -> &Arc<str> {
+    pub(crate) fn name(&self) -> &Arc<str> {
         &self.name
     }
 
     /// What a request selected for this route goes to.
-    pub fn target(&self) -> &T {
+    pub(crate) fn target(&self) -> &T {
         &self.target
     }
 }
 
 /// The routes of one configuration, in the order selection tries them, each with its `T`.
 #[derive(Debug, Clone)]
-pub struct RouteTable<T> {
+pub(crate) struct RouteTable<T> {
     /// Indexes into `entries`, longest prefix first (stable: file order kept).
     order: Vec<usize>,
     entries: Vec<RouteEntry<T>>,
 }
 
 #[derive(Debug)]
-pub enum Selection<'a, T> {
+pub(crate) enum Selection<'a, T> {
     /// The chosen route.
     Route(&'a RouteEntry<T>),
     /// Some route matches the path, but none admits this peer.
@@ -52,7 +52,7 @@ pub enum Selection<'a, T> {
 
 impl<T> RouteTable<T> {
     /// The table of `routes`, each paired (in order) with its target.
-    pub fn new(routes: &[RouteConfig], targets: impl IntoIterator<Item = T>) -> Self {
+    pub(crate) fn new(routes: &[RouteConfig], targets: impl IntoIterator<Item = T>) -> Self {
         Self::from_entries(routes.iter().zip(targets).map(|(route, target)| {
             (
                 route.name.as_str(),
@@ -64,7 +64,7 @@ impl<T> RouteTable<T> {
     }
 
     /// Builds the table from `(name, normalised prefix, sources, target)` in file order.
-    pub fn from_entries<'a>(
+    pub(crate) fn from_entries<'a>(
         routes: impl IntoIterator<Item = (&'a str, &'a str, Option<Vec<IpNet>>, T)>,
     ) -> Self {
         let entries: Vec<RouteEntry<T>> = routes
@@ -82,7 +82,7 @@ impl<T> RouteTable<T> {
     }
 
     /// Picks the route for a normalised path and an inbound peer.
-    pub fn select(&self, path: &str, peer: IpAddr) -> Selection<'_, T> {
+    pub(crate) fn select(&self, path: &str, peer: IpAddr) -> Selection<'_, T> {
         let peer = peer.to_canonical();
         let mut path_matched = false;
         for entry in self
@@ -111,7 +111,7 @@ impl<T> RouteTable<T> {
 }
 
 /// True when `peer` lies in one of `allow` (an empty list denies everyone).
-pub fn is_allowed(allow: &[IpNet], peer: IpAddr) -> bool {
+pub(crate) fn is_allowed(allow: &[IpNet], peer: IpAddr) -> bool {
     let peer = peer.to_canonical();
     allow.iter().any(|net| net.contains(&peer))
 }

@@ -51,14 +51,14 @@ struct Lane {
 }
 
 /// The running workers of one listener.
-pub struct Workers {
+pub(crate) struct Workers {
     lanes: Vec<Lane>,
     grace: Duration,
 }
 
 /// What every worker's connections are served with.
 #[derive(Debug, Clone, Copy)]
-pub struct ServeSettings {
+pub(crate) struct ServeSettings {
     pub limits: ConnectionLimits,
     pub http2_max_concurrent_streams: u32,
     pub shutdown_grace: Duration,
@@ -66,7 +66,7 @@ pub struct ServeSettings {
 
 impl ServeSettings {
     /// The HTTP/1.1 + h2c connection builder every connection of a listener is served with.
-    pub fn builder(&self) -> auto::Builder<TokioExecutor> {
+    pub(crate) fn builder(&self) -> auto::Builder<TokioExecutor> {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // Head and idle limits are kept by `connection::serve`; hyper's own header timer
         // would also close idle keep-alive connections after it, so it is off.
@@ -84,7 +84,7 @@ impl ServeSettings {
 
 impl Workers {
     /// Starts `count` worker threads serving `service`.
-    pub fn start(
+    pub(crate) fn start(
         count: usize,
         service: &GatewayService,
         settings: ServeSettings,
@@ -120,7 +120,12 @@ impl Workers {
     }
 
     /// Hands `stream` to the worker with the fewest connections.
-    pub fn hand_over(&self, stream: tokio::net::TcpStream, peer: SocketAddr, slot: ConnectionSlot) {
+    pub(crate) fn hand_over(
+        &self,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        slot: ConnectionSlot,
+    ) {
         let stream = match stream.into_std() {
             Ok(stream) => stream,
             Err(err) => {
@@ -154,7 +159,7 @@ impl Workers {
 
     /// Stops handing out connections and waits for every worker to drain (all at once, so
     /// the whole drain takes one grace period at most).
-    pub async fn drain(self) {
+    pub(crate) async fn drain(self) {
         let done: Vec<_> = self
             .lanes
             .into_iter()

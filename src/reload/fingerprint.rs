@@ -12,10 +12,10 @@ use aws_lc_rs::digest::{Context, SHA256};
 /// A SHA-256 over (path, content) of each watched file; a file that cannot be read counts
 /// as absent. The bytes stay in memory only for the hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fingerprint([u8; 32]);
+pub(crate) struct Fingerprint([u8; 32]);
 
 impl Fingerprint {
-    pub fn of(files: &[PathBuf]) -> Fingerprint {
+    pub(crate) fn of(files: &[PathBuf]) -> Fingerprint {
         let mut hash = Context::new(&SHA256);
         for file in files {
             let name = file.as_os_str().as_encoded_bytes();

@@ -21,7 +21,7 @@ use crate::error::BoxError;
 use crate::stack::{Routing, RoutingService};
 
 /// One loaded configuration and everything built from it.
-pub struct Generation {
+pub(crate) struct Generation {
     /// 1 at start-up, then +1 per successful reload.
     pub number: u64,
     pub config: Arc<Config>,
@@ -33,7 +33,7 @@ pub struct Generation {
 
 impl Generation {
     /// Wraps a built configuration; its token refreshers are started here.
-    pub fn start(number: u64, config: Arc<Config>, routing: Routing) -> Generation {
+    pub(crate) fn start(number: u64, config: Arc<Config>, routing: Routing) -> Generation {
         let refreshers = routing.tokens.start();
         Generation {
             number,
@@ -45,41 +45,41 @@ impl Generation {
     }
 
     /// Stops the token refreshers now (shutdown), not when the generation is dropped.
-    pub fn stop_refreshers(&self) {
+    pub(crate) fn stop_refreshers(&self) {
         self.refreshers.abort_all();
     }
 }
 
 /// The generation new requests go to.
-pub struct Live {
+pub(crate) struct Live {
     current: ArcSwap<Generation>,
 }
 
 impl Live {
-    pub fn new(first: Generation) -> Live {
+    pub(crate) fn new(first: Generation) -> Live {
         Live {
             current: ArcSwap::from_pointee(first),
         }
     }
 
-    pub fn current(&self) -> Arc<Generation> {
+    pub(crate) fn current(&self) -> Arc<Generation> {
         self.current.load_full()
     }
 
     /// Puts `next` in service; the previous generation lives on while requests hold it.
-    pub fn replace(&self, next: Generation) -> Arc<Generation> {
+    pub(crate) fn replace(&self, next: Generation) -> Arc<Generation> {
         self.current.swap(Arc::new(next))
     }
 }
 
 /// The inbound service's innermost part: hands each request to the current generation.
 #[derive(Clone)]
-pub struct LiveService {
+pub(crate) struct LiveService {
     live: Arc<Live>,
 }
 
 impl LiveService {
-    pub fn new(live: Arc<Live>) -> LiveService {
+    pub(crate) fn new(live: Arc<Live>) -> LiveService {
         LiveService { live }
     }
 }

@@ -21,8 +21,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
-pub use fingerprint::Fingerprint;
-pub use live::{Generation, Live, LiveService};
+pub(crate) use fingerprint::Fingerprint;
+pub(crate) use live::{Generation, Live, LiveService};
 
 use crate::certs::expiry::ExpiryWarnings;
 use crate::config::{self, Config, ConfigErrors};
@@ -31,13 +31,13 @@ use crate::metrics::metrics;
 use crate::stack::{self, BuildError, ProcessWide};
 
 /// How often watched files are hashed: a change is picked up within about a second.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a reload waits for new credentials' first tokens before swapping anyway.
 const FIRST_TOKEN_WAIT: Duration = Duration::from_secs(10);
 
 /// What asked for a reload (logged with it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
+pub(crate) enum Trigger {
     Signal,
     FileChange,
     Request,
@@ -67,13 +67,13 @@ type Reply = oneshot::Sender<Result<u64, ReloadError>>;
 
 /// Asks the reloader for a reload and waits for its outcome (what `SIGHUP` does, awaited).
 #[derive(Debug, Clone)]
-pub struct ReloadHandle {
+pub(crate) struct ReloadHandle {
     requests: mpsc::Sender<Reply>,
 }
 
 impl ReloadHandle {
     /// Reloads now; returns the new generation number.
-    pub async fn reload(&self) -> Result<u64, ReloadError> {
+    pub(crate) async fn reload(&self) -> Result<u64, ReloadError> {
         let (reply, outcome) = oneshot::channel();
         self.requests
             .send(reply)
@@ -84,7 +84,7 @@ impl ReloadHandle {
 }
 
 /// Starts the reloader for `live`, whose first generation was loaded from `startup`.
-pub fn spawn(
+pub(crate) fn spawn(
     live: Arc<Live>,
     startup: Arc<Config>,
     process: ProcessWide,

@@ -14,7 +14,7 @@ use crate::config::{Jitter, RetryConfig};
 
 /// The largest wait before retry number `retry` (1 = the first retry):
 /// `initial_backoff * multiplier^(retry-1)`, capped at `max_backoff`.
-pub fn ceiling(config: &RetryConfig, retry: u32) -> Duration {
+pub(crate) fn ceiling(config: &RetryConfig, retry: u32) -> Duration {
     let exponent = i32::try_from(retry.saturating_sub(1)).unwrap_or(i32::MAX);
     let factor = config.multiplier.powi(exponent);
     let seconds = config.initial_backoff.as_secs_f64() * factor;
@@ -26,7 +26,7 @@ pub fn ceiling(config: &RetryConfig, retry: u32) -> Duration {
 }
 
 /// The wait before retry number `retry`, jittered as configured.
-pub fn delay(config: &RetryConfig, retry: u32, rng: &mut impl Rng) -> Duration {
+pub(crate) fn delay(config: &RetryConfig, retry: u32, rng: &mut impl Rng) -> Duration {
     let ceiling = ceiling(config, retry);
     match config.jitter {
         Jitter::None => ceiling,
@@ -35,7 +35,7 @@ pub fn delay(config: &RetryConfig, retry: u32, rng: &mut impl Rng) -> Duration {
 }
 
 /// Parses `Retry-After`: delta-seconds or an HTTP-date (a date in the past means now).
-pub fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Option<Duration> {
     let text = value.to_str().ok()?.trim();
     if let Ok(seconds) = text.parse::<u64>() {
         return Some(Duration::from_secs(seconds));

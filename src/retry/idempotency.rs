@@ -12,7 +12,7 @@ use crate::config::PostRequires;
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// True when sending the request again cannot cause a second effect upstream.
-pub fn is_retry_safe(
+pub(crate) fn is_retry_safe(
     method: &Method,
     headers: &HeaderMap,
     body: Option<&[u8]>,
@@ -32,7 +32,16 @@ pub fn is_retry_safe(
 }
 
 /// A JSON object with a non-empty string `externalRefID` at the top level.
-pub fn has_external_ref_id(body: &[u8]) -> bool {
+pub(crate) fn has_external_ref_id(body: &[u8]) -> bool {
+    // serde fills a struct from a JSON array too, field by field (`["x"]` would read as
+    // `externalRefID: "x"`): only an object has named members. JSON's whitespace is the
+    // whitespace serde_json skips before the value.
+    let first = body
+        .iter()
+        .find(|byte| !matches!(byte, b' ' | b'\n' | b'\r' | b'\t'));
+    if first != Some(&b'{') {
+        return false;
+    }
     #[derive(Deserialize)]
     struct TopLevel {
         #[serde(rename = "externalRefID")]
@@ -65,6 +74,20 @@ mod tests {
         assert!(!has_external_ref_id(br#"{"externalrefid":"wrong-case"}"#));
         assert!(!has_external_ref_id(b"externalRefID=x"));
         assert!(!has_external_ref_id(b""));
+    }
+
+    /// Found by the `external_ref_id` fuzz target: serde reads a struct from an array too,
+    /// so `["x"]` passed for a body with an `externalRefID` and made a `POST` retry-safe.
+    #[test]
+    fn only_an_object_carries_external_ref_id() {
+        assert!(!has_external_ref_id(br#"["x"]"#));
+        assert!(!has_external_ref_id(br#" [ "order-42", 5 ]"#));
+        assert!(!has_external_ref_id(br#"[{"externalRefID":"a"}]"#));
+        assert!(has_external_ref_id(b" \r\n\t{\"externalRefID\":\"a\"} "));
+        // A repeated member is not trusted: which one would Tango read?
+        assert!(!has_external_ref_id(
+            br#"{"externalRefID":"a","externalRefID":"b"}"#
+        ));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Retries (PRODUCT.md §6): when a retry is safe, how long to wait, and the shared budget.
-pub mod backoff;
-pub mod idempotency;
-pub mod policy;
+pub(crate) mod backoff;
+pub(crate) mod idempotency;
+pub(crate) mod policy;
 
-pub use policy::{RetryPolicy, RouteRetry};
+pub(crate) use policy::{RetryPolicy, RouteRetry};

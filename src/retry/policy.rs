@@ -27,14 +27,14 @@ use crate::upstream::classify::{classify_attempt_error, AttemptFailure};
 const BUDGET_WINDOW: Duration = Duration::from_secs(10);
 
 /// Retry settings and budget shared by every request of a route.
-pub struct RouteRetry {
+pub(crate) struct RouteRetry {
     pub route: Arc<str>,
     pub config: RetryConfig,
     budget: TpsBudget,
 }
 
 impl RouteRetry {
-    pub fn new(route: Arc<str>, config: RetryConfig) -> Self {
+    pub(crate) fn new(route: Arc<str>, config: RetryConfig) -> Self {
         // Validation keeps these in TpsBudget's accepted ranges; clamp anyway so a bad value
         // can never reach its assertions.
         let ratio = config.budget_ratio.clamp(0.0, 1000.0);
@@ -58,7 +58,7 @@ impl std::fmt::Debug for RouteRetry {
 
 /// Cloned for every request (the stack is cloned per call), so its fields are per request.
 #[derive(Debug, Clone)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     shared: Arc<RouteRetry>,
     attempts: u32,
     retry_safe: bool,
@@ -81,7 +81,7 @@ impl Retryable {
 }
 
 impl RetryPolicy {
-    pub fn new(shared: Arc<RouteRetry>) -> Self {
+    pub(crate) fn new(shared: Arc<RouteRetry>) -> Self {
         RetryPolicy {
             shared,
             attempts: 0,

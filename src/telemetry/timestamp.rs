@@ -19,7 +19,7 @@ thread_local! {
 }
 
 /// Appends the current time.
-pub fn push_now(line: &mut String) {
+pub(super) fn push_now(line: &mut String) {
     // Before 1970 only with a broken clock; written as the epoch rather than failing a log line.
     let since_epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -25,16 +25,16 @@ use tempfile::TempDir;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-pub mod process;
-pub mod redis;
-pub mod wire;
+pub(crate) mod process;
+pub(crate) mod redis;
+pub(crate) mod wire;
 
-pub const PLATFORM: &str = "test-platform";
-pub const ERROR_HEADER: &str = "x-tango-gateway-error";
+pub(crate) const PLATFORM: &str = "test-platform";
+pub(crate) const ERROR_HEADER: &str = "x-tango-gateway-error";
 
 /// Which TLS material the gateway's route is configured with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tls {
+pub(crate) enum Tls {
     /// The dev CA as trust anchor and the dev client certificate: what the fake accepts.
     Mtls,
     /// The dev CA, no client certificate.
@@ -45,13 +45,13 @@ pub enum Tls {
     ForeignServerCa,
 }
 
-pub const CLIENT_ID: &str = "test-client";
-pub const SERVICE_ACCOUNT: &str = "svc-account";
-pub const AUDIENCE: &str = "https://api.tangocard.com/";
+pub(crate) const CLIENT_ID: &str = "test-client";
+pub(crate) const SERVICE_ACCOUNT: &str = "svc-account";
+pub(crate) const AUDIENCE: &str = "https://api.tangocard.com/";
 
 /// How the route's OAuth 2.0 credentials and the fake's token endpoint are set up.
 #[derive(Debug, Clone)]
-pub struct OAuth {
+pub(crate) struct OAuth {
     /// `client_credentials` or `password`.
     pub grant: &'static str,
     /// `post` or `basic`.
@@ -99,7 +99,7 @@ impl Default for OAuth {
 }
 
 /// The knobs of the gateway YAML; defaults are a working mTLS + Basic route `raas`.
-pub struct Setup {
+pub(crate) struct Setup {
     xff_mode: String,
     xff_static_ip: Option<String>,
     allow: Vec<String>,
@@ -119,7 +119,7 @@ pub struct Setup {
 }
 
 /// Everything of a harness but the gateway: for tests that run the binary themselves.
-pub struct Staged {
+pub(crate) struct Staged {
     pub dir: TempDir,
     pub pki: DevPki,
     pub api_key: String,
@@ -130,7 +130,7 @@ pub struct Staged {
 }
 
 impl Setup {
-    pub fn new() -> Setup {
+    pub(crate) fn new() -> Setup {
         // Fast backoff by default so retry tests take milliseconds, not seconds.
         let retry = [("initial_backoff", "5ms"), ("max_backoff", "2s")]
             .map(|(k, v)| (k.to_owned(), v.to_owned()));
@@ -153,82 +153,87 @@ impl Setup {
         }
     }
     /// `log.format` and `log.level` (default `pretty`, `warn`).
-    pub fn log(mut self, format: &'static str, level: &'static str) -> Self {
+    pub(crate) fn log(mut self, format: &'static str, level: &'static str) -> Self {
         self.log = (format, level);
         self
     }
     /// Every route authenticates with OAuth 2.0 against the fake's token endpoint.
-    pub fn oauth(mut self, oauth: OAuth) -> Self {
+    pub(crate) fn oauth(mut self, oauth: OAuth) -> Self {
         self.oauth = Some(oauth);
         self
     }
-    pub fn forwarded_for(mut self, mode: &str, static_ip: Option<&str>) -> Self {
+    pub(crate) fn forwarded_for(mut self, mode: &str, static_ip: Option<&str>) -> Self {
         self.xff_mode = mode.to_owned();
         self.xff_static_ip = static_ip.map(str::to_owned);
         self
     }
-    pub fn allow(mut self, cidrs: &[&str]) -> Self {
+    pub(crate) fn allow(mut self, cidrs: &[&str]) -> Self {
         self.allow = cidrs.iter().map(|c| c.to_string()).collect();
         self
     }
     /// `match.sources` of the main route `raas`.
-    pub fn sources(mut self, cidrs: &[&str]) -> Self {
+    pub(crate) fn sources(mut self, cidrs: &[&str]) -> Self {
         self.sources = Some(cidrs.iter().map(|c| c.to_string()).collect());
         self
     }
     /// Another route to the same fake, with the same TLS and credentials.
-    pub fn extra_route(mut self, name: &str, prefix: &str, sources: Option<&[&str]>) -> Self {
+    pub(crate) fn extra_route(
+        mut self,
+        name: &str,
+        prefix: &str,
+        sources: Option<&[&str]>,
+    ) -> Self {
         let sources = sources.map(|s| s.iter().map(|c| c.to_string()).collect());
         self.extra_routes
             .push((name.to_owned(), prefix.to_owned(), sources));
         self
     }
     /// A key of the top-level `retry` block (overrides the harness default).
-    pub fn retry(mut self, key: &str, value: &str) -> Self {
+    pub(crate) fn retry(mut self, key: &str, value: &str) -> Self {
         self.retry.insert(key.to_owned(), value.to_owned());
         self
     }
     /// A key of every route's `upstream` block (`timeout`, `deadline`, `url`, ...).
-    pub fn upstream(mut self, key: &str, value: &str) -> Self {
+    pub(crate) fn upstream(mut self, key: &str, value: &str) -> Self {
         self.upstream.insert(key.to_owned(), value.to_owned());
         self
     }
-    pub fn tls(mut self, tls: Tls) -> Self {
+    pub(crate) fn tls(mut self, tls: Tls) -> Self {
         self.tls = tls;
         self
     }
-    pub fn max_concurrent_requests(mut self, max: usize) -> Self {
+    pub(crate) fn max_concurrent_requests(mut self, max: usize) -> Self {
         self.max_concurrent_requests = Some(max);
         self
     }
     /// Sets `inbound.<key>` (e.g. `body_read_timeout`, `"500ms"`).
-    pub fn inbound(mut self, key: &str, value: &str) -> Self {
+    pub(crate) fn inbound(mut self, key: &str, value: &str) -> Self {
         self.inbound.insert(key.to_owned(), value.to_owned());
         self
     }
 
-    pub fn max_body_bytes(mut self, bytes: u64) -> Self {
+    pub(crate) fn max_body_bytes(mut self, bytes: u64) -> Self {
         self.max_body_bytes = Some(bytes);
         self
     }
     /// The fake speaks TLS 1.2 only.
-    pub fn fake_tls12_only(mut self) -> Self {
+    pub(crate) fn fake_tls12_only(mut self) -> Self {
         self.fake_tls12_only = true;
         self
     }
     /// The gateway is configured with a key the fake does not accept.
-    pub fn wrong_key(mut self) -> Self {
+    pub(crate) fn wrong_key(mut self) -> Self {
         self.wrong_key = true;
         self
     }
 
-    pub async fn start(self) -> Harness {
+    pub(crate) async fn start(self) -> Harness {
         self.start_with(|_| {}).await
     }
 
     /// Starts, calling `prepare` on the fake before the gateway starts (to queue faults the
     /// gateway's first token request meets).
-    pub async fn start_with(self, prepare: impl FnOnce(&FakeTango)) -> Harness {
+    pub(crate) async fn start_with(self, prepare: impl FnOnce(&FakeTango)) -> Harness {
         let staged = self.stage_with(prepare).await;
         let gateway = start_gateway(&staged.config_file).await;
         let client = Client::builder(TokioExecutor::new()).build_http();
@@ -246,7 +251,7 @@ impl Setup {
     }
 
     /// The PKI, secrets, fake and config file, without starting a gateway.
-    pub async fn stage_with(self, prepare: impl FnOnce(&FakeTango)) -> Staged {
+    pub(crate) async fn stage_with(self, prepare: impl FnOnce(&FakeTango)) -> Staged {
         let dir = tempfile::tempdir().unwrap();
         let pki = DevPki::generate().unwrap();
         pki.write_to(dir.path(), false).unwrap();
@@ -462,7 +467,7 @@ fn oauth_yaml(oauth: &OAuth, dir: &Path, fake_url: &str) -> String {
 }
 
 /// Loads `config_file` as `run` does and starts a gateway from it.
-pub async fn start_gateway(config_file: &Path) -> Running {
+pub(crate) async fn start_gateway(config_file: &Path) -> Running {
     let config = tango_gateway::config::load_with_env(config_file, &HashMap::new())
         .unwrap_or_else(|e| panic!("harness config refused:\n{e}"));
     app::start(config).await.unwrap()
@@ -477,7 +482,7 @@ fn write_pem(dir: &Path, name: &str, pem: &str, secret: bool) -> PathBuf {
 
 /// An answer read completely: status, headers, body.
 #[derive(Debug)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -485,18 +490,18 @@ pub struct Answer {
 
 impl Answer {
     /// `error.code` of a gateway-made JSON error.
-    pub fn error_code(&self) -> Option<String> {
+    pub(crate) fn error_code(&self) -> Option<String> {
         let json: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
         json["error"]["code"].as_str().map(str::to_owned)
     }
-    pub fn is_from_fake(&self) -> bool {
+    pub(crate) fn is_from_fake(&self) -> bool {
         self.headers.contains_key(FAKE_TANGO_HEADER)
     }
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
     /// Asserts a gateway-made error: status, JSON code, error header, not from the fake.
-    pub fn assert_gateway_error(&self, status: u16, code: &str) {
+    pub(crate) fn assert_gateway_error(&self, status: u16, code: &str) {
         let body = String::from_utf8_lossy(&self.body);
         assert_eq!(self.status.as_u16(), status, "status; body: {body}");
         assert_eq!(self.error_code().as_deref(), Some(code), "body: {body}");
@@ -508,7 +513,7 @@ impl Answer {
     }
 }
 
-pub struct Harness {
+pub(crate) struct Harness {
     pub dir: TempDir,
     pub pki: DevPki,
     pub api_key: String,
@@ -522,19 +527,19 @@ pub struct Harness {
 }
 
 impl Harness {
-    pub async fn start() -> Harness {
+    pub(crate) async fn start() -> Harness {
         Setup::new().start().await
     }
 
     /// Stops the gateway and starts a new one from the same config file (same fake).
-    pub async fn restart_gateway(&mut self) {
+    pub(crate) async fn restart_gateway(&mut self) {
         let fresh = start_gateway(&self.config_file).await;
         let old = std::mem::replace(&mut self.gateway, fresh);
         old.shutdown().await;
     }
 
     /// GET on the admin listener: (status, body).
-    pub async fn admin_get(&self, path: &str) -> (StatusCode, serde_json::Value) {
+    pub(crate) async fn admin_get(&self, path: &str) -> (StatusCode, serde_json::Value) {
         let uri = format!("http://{}{}", self.gateway.admin_addr, path);
         let response = self
             .client
@@ -547,7 +552,7 @@ impl Harness {
     }
 
     /// GET on the admin listener: the body as text (for `/metrics`).
-    pub async fn admin_text(&self, path: &str) -> String {
+    pub(crate) async fn admin_text(&self, path: &str) -> String {
         let uri = format!("http://{}{}", self.gateway.admin_addr, path);
         let response = self
             .client
@@ -559,7 +564,7 @@ impl Harness {
     }
 
     /// Polls `/readyz` until it answers 200 (panics after 10 s).
-    pub async fn wait_ready(&self) {
+    pub(crate) async fn wait_ready(&self) {
         for _ in 0..200 {
             if self.admin_get("/readyz").await.0 == StatusCode::OK {
                 return;
@@ -572,15 +577,15 @@ impl Harness {
         );
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.gateway.listen_addr, path)
     }
 
-    pub async fn get(&self, path: &str) -> Answer {
+    pub(crate) async fn get(&self, path: &str) -> Answer {
         self.call(Method::GET, path, &[], "").await
     }
 
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,
@@ -608,7 +613,7 @@ impl Harness {
     }
 
     /// Sends a request and returns the response with its body unread.
-    pub async fn send(&self, request: Request<Full<Bytes>>) -> Response<Incoming> {
+    pub(crate) async fn send(&self, request: Request<Full<Bytes>>) -> Response<Incoming> {
         self.client
             .request(request)
             .await
@@ -616,7 +621,7 @@ impl Harness {
     }
 
     /// The one request the fake recorded (fails if it saw none or several).
-    pub fn only_request(&self) -> RecordedRequest {
+    pub(crate) fn only_request(&self) -> RecordedRequest {
         let seen = self.fake.received();
         assert_eq!(
             seen.len(),
@@ -627,7 +632,7 @@ impl Harness {
     }
 
     /// Writes `request` verbatim on a new TCP connection; returns the status and whole answer.
-    pub async fn raw(&self, request: &str) -> (u16, String) {
+    pub(crate) async fn raw(&self, request: &str) -> (u16, String) {
         let mut tcp = TcpStream::connect(self.gateway.listen_addr).await.unwrap();
         tcp.write_all(request.as_bytes()).await.unwrap();
         let read = tokio::time::timeout(Duration::from_secs(10), wire::read_one_answer(&mut tcp));
@@ -641,7 +646,7 @@ impl Harness {
     }
 
     /// GET `path` straight from the fake (mTLS, Basic), bypassing the gateway.
-    pub async fn direct(&self, path: &str) -> Answer {
+    pub(crate) async fn direct(&self, path: &str) -> Answer {
         wire::direct_get(&self.fake, &self.pki, &self.api_key, path).await
     }
 }

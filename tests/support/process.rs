@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_tango-gateway");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_tango-gateway");
 
-pub struct Process {
+pub(crate) struct Process {
     child: Child,
     output: Arc<Mutex<Vec<String>>>,
     pub listen: SocketAddr,
@@ -32,19 +32,22 @@ fn collect(stream: impl Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
 }
 
 impl Process {
-    pub async fn start(config: &Path) -> Process {
+    pub(crate) async fn start(config: &Path) -> Process {
         Self::start_with_env::<&str>(config, &[]).await
     }
 
     /// Starts with extra environment variables (e.g. `RUST_LOG`, `SSL_CERT_FILE`).
-    pub async fn start_with_env<V: AsRef<OsStr>>(config: &Path, env: &[(&str, V)]) -> Process {
+    pub(crate) async fn start_with_env<V: AsRef<OsStr>>(
+        config: &Path,
+        env: &[(&str, V)],
+    ) -> Process {
         let mut command = Command::new(BIN);
         command.args(["run", "--config"]).arg(config);
         Self::spawn(command, env).await
     }
 
     /// Starts with `RLIMIT_NOFILE` (soft and hard) set to `limit` for the gateway alone.
-    pub async fn start_with_open_file_limit(config: &Path, limit: u32) -> Process {
+    pub(crate) async fn start_with_open_file_limit(config: &Path, limit: u32) -> Process {
         let mut command = Command::new("sh");
         command
             .arg("-c")
@@ -96,7 +99,7 @@ impl Process {
     }
 
     /// SIGKILL: the process dies at once, whatever it holds (a Redis lock, say).
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let status = Command::new("kill")
             .args(["-KILL", &self.child.id().to_string()])
             .status()
@@ -105,16 +108,16 @@ impl Process {
         let _ = self.child.wait();
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    pub fn output(&self) -> Vec<String> {
+    pub(crate) fn output(&self) -> Vec<String> {
         self.output.lock().unwrap().clone()
     }
 
     /// Sends `SIG<name>` (`TERM`, `HUP`, ...).
-    pub fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .arg(format!("-{name}"))
             .arg(self.child.id().to_string())
@@ -124,12 +127,12 @@ impl Process {
     }
 
     /// How many lines of output so far (a starting point for `wait_for_line`).
-    pub fn lines(&self) -> usize {
+    pub(crate) fn lines(&self) -> usize {
         self.output.lock().unwrap().len()
     }
 
     /// Waits until a line from index `from` on contains `text` (panics after 10 s).
-    pub async fn wait_for_line(&self, from: usize, text: &str) {
+    pub(crate) async fn wait_for_line(&self, from: usize, text: &str) {
         let start = Instant::now();
         while !self.output.lock().unwrap()[from..]
             .iter()
@@ -145,7 +148,7 @@ impl Process {
     }
 
     /// Waits for the process to exit (panics after `limit`).
-    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+    pub(crate) async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-pub struct RedisServer {
+pub(crate) struct RedisServer {
     port: u16,
     password: Option<String>,
     /// TLS-only (`rediss://`).
@@ -31,12 +31,12 @@ fn free_port() -> u16 {
 }
 
 impl RedisServer {
-    pub async fn start() -> RedisServer {
+    pub(crate) async fn start() -> RedisServer {
         Self::start_with(None).await
     }
 
     /// With `requirepass`: clients must AUTH with `password` (given in the URL's userinfo).
-    pub async fn start_with(password: Option<&str>) -> RedisServer {
+    pub(crate) async fn start_with(password: Option<&str>) -> RedisServer {
         let mut server = RedisServer {
             port: free_port(),
             password: password.map(str::to_owned),
@@ -50,7 +50,7 @@ impl RedisServer {
 
     /// A TLS-only server, not started yet: its `rediss://` URL goes into a config before the
     /// certificates it serves exist ([`RedisServer::start_tls`]).
-    pub fn tls_on_free_port() -> RedisServer {
+    pub(crate) fn tls_on_free_port() -> RedisServer {
         RedisServer {
             port: free_port(),
             password: None,
@@ -61,13 +61,13 @@ impl RedisServer {
     }
 
     /// Serves TLS with `dir`'s `server.pem` / `server.key` (clients need no certificate).
-    pub async fn start_tls(&mut self, dir: &Path) {
+    pub(crate) async fn start_tls(&mut self, dir: &Path) {
         self.tls_dir = Some(dir.to_path_buf());
         self.restart().await;
     }
 
     /// `redis[s]://[:password@]127.0.0.1:port/0`.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         let scheme = if self.tls { "rediss" } else { "redis" };
         let auth = match &self.password {
             Some(password) => format!(":{password}@"),
@@ -77,7 +77,7 @@ impl RedisServer {
     }
 
     /// Starts (again) on the same port and waits until it answers.
-    pub async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         assert!(self.child.is_none(), "redis-server is already running");
         let port = self.port.to_string();
         let mut command = Command::new("redis-server");
@@ -145,14 +145,14 @@ impl RedisServer {
     }
 
     /// Kills the server (SIGKILL: as abrupt as a crash or a network cut).
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+    pub(crate) async fn connection(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url())
             .unwrap()
             .get_multiplexed_async_connection()
@@ -161,7 +161,7 @@ impl RedisServer {
     }
 
     /// The keys matching `pattern` (KEYS: fine on a test server).
-    pub async fn keys(&self, pattern: &str) -> Vec<String> {
+    pub(crate) async fn keys(&self, pattern: &str) -> Vec<String> {
         let mut connection = self.connection().await;
         redis::cmd("KEYS")
             .arg(pattern)
@@ -171,7 +171,7 @@ impl RedisServer {
     }
 
     /// Milliseconds `key` has left to live (-2: no such key, -1: no expiry).
-    pub async fn pttl(&self, key: &str) -> i64 {
+    pub(crate) async fn pttl(&self, key: &str) -> i64 {
         let mut connection = self.connection().await;
         redis::cmd("PTTL")
             .arg(key)

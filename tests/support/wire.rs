@@ -15,7 +15,12 @@ use tokio::net::TcpStream;
 use super::{Answer, PLATFORM};
 
 /// GET `path` straight from the fake (mTLS with the dev client certificate, Basic).
-pub async fn direct_get(fake: &FakeTango, pki: &DevPki, api_key: &str, path: &str) -> Answer {
+pub(crate) async fn direct_get(
+    fake: &FakeTango,
+    pki: &DevPki,
+    api_key: &str,
+    path: &str,
+) -> Answer {
     use base64::Engine as _;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -54,7 +59,7 @@ pub async fn direct_get(fake: &FakeTango, pki: &DevPki, api_key: &str, path: &st
 }
 
 /// Reads one HTTP/1.1 answer: headers, then `Content-Length` bytes of body (or until EOF).
-pub async fn read_one_answer(tcp: &mut TcpStream) -> String {
+pub(crate) async fn read_one_answer(tcp: &mut TcpStream) -> String {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -80,7 +85,7 @@ pub async fn read_one_answer(tcp: &mut TcpStream) -> String {
 }
 
 /// A port on 127.0.0.1 that nothing listens on (bound, then released).
-pub fn closed_port() -> u16 {
+pub(crate) fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }

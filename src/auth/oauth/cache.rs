@@ -168,11 +168,22 @@ impl TokenSource {
     /// The current token if it is usable; otherwise waits for the fetch in flight, or fails
     /// at once when the last fetch failed.
     pub async fn token(&self) -> Result<Arc<AccessToken>, TokenUnavailable> {
+        self.token_by(None).await
+    }
+
+    /// [`TokenSource::token`], waiting no later than `deadline` (the route's, when it has
+    /// one): a cold caller behind a slow refresh — or behind another replica's lock — gives
+    /// up when its request's time budget does, never after it.
+    pub async fn token_by(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<Arc<AccessToken>, TokenUnavailable> {
         if let Some(token) = self.usable(self.clock.now()) {
             return Ok(token);
         }
         let mut status = self.status.subscribe();
-        let deadline = Instant::now() + WAIT_LIMIT;
+        let limit = Instant::now() + WAIT_LIMIT;
+        let deadline = deadline.map_or(limit, |deadline| deadline.min(limit));
         loop {
             let last = status.borrow_and_update().clone();
             if let Some(token) = self.usable(self.clock.now()) {
@@ -304,5 +315,7 @@ impl TokenSource {
     }
 }
 
+#[cfg(test)]
+mod lease_tests;
 #[cfg(test)]
 mod tests;

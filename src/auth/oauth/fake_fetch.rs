@@ -18,7 +18,7 @@ use crate::config::{ClientAuthMethod, OAuth2Config, OAuthGrant, TlsConfig};
 
 /// A handle on one fake token endpoint; clones share it.
 #[derive(Debug, Clone)]
-pub struct FakeFetch(Arc<Script>);
+pub(crate) struct FakeFetch(Arc<Script>);
 
 #[derive(Debug)]
 struct Script {
@@ -37,7 +37,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl FakeFetch {
     /// Answers at once with tokens of `kind` that live `lifetime`, on a wall clock that
     /// follows tokio's from now. The tokens are `token-1`, `token-2`, ... in fetch order.
-    pub fn new(kind: TokenKind, lifetime: Duration) -> Self {
+    pub(crate) fn new(kind: TokenKind, lifetime: Duration) -> Self {
         FakeFetch(Arc::new(Script {
             kind,
             clock: WallClock::following_tokio(),
@@ -49,36 +49,40 @@ impl FakeFetch {
     }
 
     /// The wall clock the tokens are dated on (the source under test reads it too).
-    pub fn clock(&self) -> WallClock {
+    pub(crate) fn clock(&self) -> WallClock {
         self.0.clock
     }
 
     /// Fetches from now on answer `delay` after they start.
-    pub fn set_delay(&self, delay: Duration) {
+    pub(crate) fn set_delay(&self, delay: Duration) {
         *lock(&self.0.delay) = delay;
     }
 
     /// Fetches from now on fail with `failure` (succeed again with `None`).
-    pub fn fail_with(&self, failure: Option<FetchError>) {
+    pub(crate) fn fail_with(&self, failure: Option<FetchError>) {
         *lock(&self.0.failure) = failure;
     }
 
     /// How many fetches have started.
-    pub fn calls(&self) -> usize {
+    pub(crate) fn calls(&self) -> usize {
         lock(&self.0.started).len()
     }
 
     /// When each fetch started.
-    pub fn started(&self) -> Vec<Instant> {
+    pub(crate) fn started(&self) -> Vec<Instant> {
         lock(&self.0.started).clone()
     }
 
     /// A token source on this fetcher: memory store, refresh at `refresh_at` of a lifetime.
-    pub fn source(&self, refresh_at: f64) -> TokenSource {
+    pub(crate) fn source(&self, refresh_at: f64) -> TokenSource {
         self.source_with_store(refresh_at, Arc::new(MemoryStore))
     }
 
-    pub fn source_with_store(&self, refresh_at: f64, store: Arc<dyn TokenStore>) -> TokenSource {
+    pub(crate) fn source_with_store(
+        &self,
+        refresh_at: f64,
+        store: Arc<dyn TokenStore>,
+    ) -> TokenSource {
         let config = Arc::new(config(refresh_at));
         let thumbprint = (self.0.kind == TokenKind::Dpop).then_some("fake-thumbprint");
         let key = CacheKey::new(&config, thumbprint);

@@ -31,11 +31,13 @@ use std::time::SystemTime;
 
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{HeaderMap, Request, Response, StatusCode};
+use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
 use crate::auth::dpop::{DpopError, DpopKey};
 use crate::body::{clone_request, Payload, ResponseBody};
 use crate::context::RequestContext;
+use crate::deadline::Deadline;
 use crate::error::{BoxError, ErrorCode, GatewayError};
 use crate::upstream::tls::TlsSetupError;
 use cache::{Rejected, TokenSource};
@@ -83,7 +85,9 @@ impl OAuthCredentials {
     where
         S: Service<Request<Payload>, Response = Response<ResponseBody>, Error = BoxError>,
     {
-        let mut token = self.token().await?;
+        // A cold cache makes the attempt wait for a token, within the route's time budget.
+        let deadline = Deadline::of(&request);
+        let mut token = self.token(deadline).await?;
         let mut nonce_retry_left = self.dpop.is_some();
         let mut refresh_retry_left = true;
         // Nonces are kept per origin for DPoP only; a Bearer route needs no key.
@@ -123,7 +127,7 @@ impl OAuthCredentials {
                     Rejected::RateLimited => return Ok(response),
                     Rejected::Dropped | Rejected::AlreadyReplaced => {}
                 }
-                token = self.token().await?;
+                token = self.token(deadline).await?;
             }
             if let Some(context) = next.extensions().get::<Arc<RequestContext>>() {
                 context.start_attempt();
@@ -132,8 +136,8 @@ impl OAuthCredentials {
         }
     }
 
-    async fn token(&self) -> Result<Arc<AccessToken>, GatewayError> {
-        self.source.token().await.map_err(|_| {
+    async fn token(&self, deadline: Option<Instant>) -> Result<Arc<AccessToken>, GatewayError> {
+        self.source.token_by(deadline).await.map_err(|_| {
             GatewayError::new(
                 ErrorCode::CredentialsUnavailable,
                 "no usable OAuth token for this route; the token endpoint is failing \
@@ -269,6 +273,28 @@ mod tests {
             .unwrap();
         assert_eq!(request.headers()[AUTHORIZATION], "Bearer tok");
         assert!(request.headers().get(DPOP_HEADER).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cold_attempt_waits_for_a_token_no_longer_than_the_route_deadline() {
+        let fetch = FakeFetch::new(TokenKind::Bearer, std::time::Duration::from_secs(300));
+        // A token request far slower than the route's budget (a lock held by a slow replica
+        // looks the same to a caller).
+        fetch.set_delay(std::time::Duration::from_secs(60));
+        let source = Arc::new(fetch.source(0.8));
+        tokio::spawn(source.clone().run());
+        let credentials = OAuthCredentials::new(source, None, Arc::default());
+        let start = Instant::now();
+        let mut request = api_request();
+        let budget = std::time::Duration::from_secs(2);
+        request.extensions_mut().insert(Deadline(start + budget));
+        let never_called = tower::service_fn(|_: Request<Payload>| async {
+            Err::<Response<ResponseBody>, BoxError>("no attempt without a token".into())
+        });
+        let err = credentials.send(request, never_called).await.unwrap_err();
+        assert_eq!(start.elapsed(), budget);
+        let err = err.downcast::<GatewayError>().unwrap();
+        assert_eq!(err.code, ErrorCode::CredentialsUnavailable);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 type Until = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Body of every response the fake sends.
-pub struct FakeBody(Kind);
+pub(super) struct FakeBody(Kind);
 
 enum Kind {
     Full(Option<Bytes>),
@@ -25,13 +25,13 @@ enum Kind {
 }
 
 impl FakeBody {
-    pub fn full(bytes: impl Into<Bytes>) -> Self {
+    pub(super) fn full(bytes: impl Into<Bytes>) -> Self {
         FakeBody(Kind::Full(Some(bytes.into())))
     }
 
     /// Sends `prefix`, then nothing until `until` completes, then fails; `total` is the
     /// announced length (larger than the prefix, so the client waits for more).
-    pub fn stalling(prefix: Bytes, total: u64, until: Until) -> Self {
+    pub(super) fn stalling(prefix: Bytes, total: u64, until: Until) -> Self {
         FakeBody(Kind::Stalling {
             prefix: Some(prefix),
             total,
@@ -42,7 +42,7 @@ impl FakeBody {
 
 impl FakeBody {
     /// The bytes of a whole body not yet sent; `None` for a stalling one.
-    pub fn into_full(self) -> Option<Bytes> {
+    pub(super) fn into_full(self) -> Option<Bytes> {
         match self.0 {
             Kind::Full(bytes) => bytes,
             Kind::Stalling { .. } => None,

@@ -3,24 +3,30 @@
 //!
 //! Invariants: with a shared store at most one replica fetches per credential at a time (the
 //! lock holder), and it re-reads the store first, so a token another replica just saved is
-//! adopted instead of fetched again; a replica that cannot reach the store fetches for
-//! itself (memory fallback) rather than wait; a token adopted from the store is usable, not
-//! yet due for refresh, not one this replica saw rejected, and of the credential's kind (a
-//! stored Bearer token never serves a DPoP credential); every token obtained here is made
-//! current before the refresher wakes waiters.
+//! adopted instead of fetched again; the holder renews its lock's short lease while it works
+//! and stops when the work ends (or dies with it), so a dead holder delays the others by one
+//! lease at most: they poll the store and the lock every [`LOCK_POLL`] and take over as soon
+//! as the lease lapses; a replica that cannot reach the store fetches for itself (memory
+//! fallback) rather than wait; a token adopted from the store is usable, not yet due for
+//! refresh, not one this replica saw rejected, and of the credential's kind (a stored Bearer
+//! token never serves a DPoP credential); every token obtained here is made current before
+//! the refresher wakes waiters.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::{Instant, MissedTickBehavior};
+
 use super::{LastFetch, TokenSource};
 use crate::auth::oauth::client::FetchError;
-use crate::auth::oauth::store::LockOutcome;
+use crate::auth::oauth::store::{LockOutcome, RefreshLock, Renewal, LOCK_RENEW_EVERY};
 use crate::auth::oauth::token::AccessToken;
 use crate::metrics::metrics;
 
 /// While another replica holds the refresh lock: how often to look for its token (and
 /// whether the lock is free again, expired or released).
-const LOCK_POLL: Duration = Duration::from_millis(100);
+pub(super) const LOCK_POLL: Duration = Duration::from_millis(100);
 
 /// A new current token and where it came from (only fetches count as token requests).
 pub(super) enum Refreshed {
@@ -64,10 +70,13 @@ impl TokenSource {
         loop {
             match self.store.acquire_refresh_lock(&self.store_id).await {
                 LockOutcome::Acquired(lock) => {
-                    let refreshed = match self.adopt_stored(forced).await {
-                        Some(token) => Ok(Refreshed::Adopted(token)),
-                        None => self.fetch_and_keep().await,
+                    let work = async {
+                        match self.adopt_stored(forced).await {
+                            Some(token) => Ok(Refreshed::Adopted(token)),
+                            None => self.fetch_and_keep().await,
+                        }
                     };
+                    let refreshed = self.holding(&lock, work).await;
                     // After the save: a replica that takes the lock next reads this token.
                     self.store.release_refresh_lock(&self.store_id, lock).await;
                     return refreshed;
@@ -77,8 +86,8 @@ impl TokenSource {
                     if let Some(token) = self.adopt_stored(false).await {
                         return Ok(Refreshed::Adopted(token));
                     }
-                    // Still nothing: try the lock again (its holder may have died; the lock
-                    // then expires after `lock_timeout`).
+                    // Still nothing: try the lock again (its holder may have died: its
+                    // lease then lapses within `LOCK_LEASE`).
                 }
                 LockOutcome::Unavailable => {
                     // The store logged and counted the outage; this replica fetches for
@@ -88,6 +97,43 @@ impl TokenSource {
                     return Ok(Refreshed::Fetched(token));
                 }
             }
+        }
+    }
+
+    /// Runs `work` while renewing `lock`'s lease every [`LOCK_RENEW_EVERY`]; renewing stops
+    /// when `work` ends, when the lock is no longer ours or has been held `lock_timeout`
+    /// (the work carries on: a token request already sent is worth its answer).
+    async fn holding<T>(&self, lock: &RefreshLock, work: impl Future<Output = T>) -> T {
+        let renew = async {
+            let mut ticks =
+                tokio::time::interval_at(Instant::now() + LOCK_RENEW_EVERY, LOCK_RENEW_EVERY);
+            // A renewal that waited out a store timeout is followed by the next one a full
+            // interval later, not by a burst.
+            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                match self.store.renew_refresh_lock(&self.store_id, lock).await {
+                    // Unavailable: the store logged it; the lease may still be in place.
+                    Renewal::Renewed | Renewal::Unavailable => {}
+                    Renewal::Ended => {
+                        tracing::warn!(
+                            credential = %self.key,
+                            "the refresh lock ran out before the token request ended (held \
+                             lock_timeout, or lapsed while the store was unreachable); another \
+                             replica may fetch too"
+                        );
+                        break;
+                    }
+                }
+            }
+            // Renewing is over; the work alone decides when this ends.
+            std::future::pending::<T>().await
+        };
+        tokio::select! {
+            // The work first: its outcome is never held back by a renewal.
+            biased;
+            outcome = work => outcome,
+            outcome = renew => outcome,
         }
     }
 

@@ -3,15 +3,23 @@
 //!
 //! Invariants: only tokens are stored, never a client secret, password or key; a store's
 //! failures are its own business (it logs and counts them) and never fail a caller: the
-//! cache carries on in memory; a refresh lock is released only by the holder that took it.
+//! cache carries on in memory; a refresh lock is released and renewed only by the holder that
+//! took it; a lock is a short lease ([`LOCK_LEASE`]) its holder renews while it fetches, so a
+//! holder that dies holds the fleet up one lease at most, and a live holder keeps it no longer
+//! than `lock_timeout` in all.
 
 mod entry;
+#[cfg(test)]
+pub(crate) mod fake_shared;
 mod file;
 mod redis;
 mod redis_link;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::token::AccessToken;
 
@@ -19,6 +27,13 @@ pub use file::FileStore;
 pub use redis::RedisStore;
 
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How long a refresh lock lasts unless its holder renews it: the longest a holder that died
+/// (SIGKILL, a lost host) holds up the replicas waiting for its token.
+pub const LOCK_LEASE: Duration = Duration::from_secs(3);
+/// How often a holder renews its lease: a third of it, so one renewal can fail (or be late by
+/// a store timeout) and the next still lands before the lease runs out.
+pub const LOCK_RENEW_EVERY: Duration = Duration::from_secs(1);
 
 /// A place tokens are kept between restarts and, for a shared store, between replicas.
 ///
@@ -36,9 +51,21 @@ pub trait TokenStore: Send + Sync + std::fmt::Debug {
     }
 
     /// Tries once (never waits for a holder) to take the refresh lock of credential `id`;
-    /// the lock expires on its own, so a holder that dies blocks nobody for long.
+    /// the lock is a lease of [`LOCK_LEASE`] that expires on its own unless renewed, so a
+    /// holder that dies blocks nobody for long.
     fn acquire_refresh_lock<'a>(&'a self, _id: &'a str) -> StoreFuture<'a, LockOutcome> {
         Box::pin(async { LockOutcome::Acquired(RefreshLock::unshared()) })
+    }
+
+    /// Extends `lock`'s lease by [`LOCK_LEASE`] (never past `lock_timeout` after it was
+    /// taken) if it is still held by its taker; its holder calls this every
+    /// [`LOCK_RENEW_EVERY`] while it fetches.
+    fn renew_refresh_lock<'a>(
+        &'a self,
+        _id: &'a str,
+        _lock: &'a RefreshLock,
+    ) -> StoreFuture<'a, Renewal> {
+        Box::pin(async { Renewal::Renewed })
     }
 
     /// Releases `lock` if it is still held by its taker (it may have expired and been taken
@@ -71,28 +98,56 @@ pub enum LockOutcome {
     Unavailable,
 }
 
+/// The answer to a lease renewal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// The lease runs for another [`LOCK_LEASE`] (or up to its cap).
+    Renewed,
+    /// The lock is no longer this holder's (it lapsed, and another replica may hold it now),
+    /// or it has been held `lock_timeout` in all: renewing stops, the fetch carries on.
+    Ended,
+    /// The store does not answer: try again at the next renewal.
+    Unavailable,
+}
+
 /// Proof of holding a refresh lock: the random value stored under the lock key, compared
-/// before deleting it. `Debug` never shows it (it would let anyone release the lock).
+/// before renewing or deleting it, and how long it may be held in all. `Debug` never shows
+/// the value (it would let anyone release the lock).
 pub struct RefreshLock {
     owner: String,
+    taken_at: Instant,
+    /// `lock_timeout`: a live holder keeps the lock no longer than this after `taken_at`.
+    max_hold: Duration,
 }
 
 impl RefreshLock {
-    /// A fresh, unguessable owner value.
-    fn new() -> Self {
+    /// A fresh, unguessable owner value, for a lock held at most `max_hold` in all.
+    fn new(max_hold: Duration) -> Self {
         RefreshLock {
             owner: uuid::Uuid::new_v4().simple().to_string(),
+            taken_at: Instant::now(),
+            max_hold,
         }
     }
 
     fn unshared() -> Self {
         RefreshLock {
             owner: String::new(),
+            taken_at: Instant::now(),
+            max_hold: Duration::ZERO,
         }
     }
 
     fn owner(&self) -> &str {
         &self.owner
+    }
+
+    /// The lease to set now: [`LOCK_LEASE`], cut short so the lock never outlives its cap;
+    /// `None` once the cap has passed (the lock is left to lapse).
+    fn lease(&self) -> Option<Duration> {
+        // Subtracted, never added to an instant: any `lock_timeout` is safe.
+        let left = self.max_hold.saturating_sub(self.taken_at.elapsed());
+        (!left.is_zero()).then(|| LOCK_LEASE.min(left))
     }
 }
 
@@ -122,7 +177,7 @@ mod tests {
 
     #[test]
     fn lock_owners_are_random_and_never_shown() {
-        let (a, b) = (RefreshLock::new(), RefreshLock::new());
+        let (a, b) = (RefreshLock::new(LOCK_LEASE), RefreshLock::new(LOCK_LEASE));
         assert_ne!(a.owner(), b.owner());
         assert!(a.owner().len() >= 32);
         assert!(!format!("{a:?}").contains(a.owner()));
@@ -135,5 +190,22 @@ mod tests {
         let outcome = store.acquire_refresh_lock("id").await;
         assert!(matches!(outcome, LockOutcome::Acquired(_)));
         assert!(store.readiness_warning().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_is_short_and_never_runs_past_the_lock_timeout() {
+        let lock = RefreshLock::new(Duration::from_secs(20));
+        assert_eq!(lock.lease(), Some(LOCK_LEASE));
+        tokio::time::advance(Duration::from_millis(18_500)).await;
+        assert_eq!(
+            lock.lease(),
+            Some(Duration::from_millis(1_500)),
+            "cut to the cap"
+        );
+        tokio::time::advance(Duration::from_millis(1_500)).await;
+        assert_eq!(lock.lease(), None, "held lock_timeout in all: not renewed");
+        let short = RefreshLock::new(Duration::from_secs(1));
+        assert_eq!(short.lease(), Some(Duration::from_secs(1)));
+        assert!(LOCK_RENEW_EVERY * 3 <= LOCK_LEASE);
     }
 }

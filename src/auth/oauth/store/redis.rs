@@ -1,29 +1,41 @@
 //! `token_cache.store: redis` (§5): a fleet of replicas shares one token per credential, and a
-//! refresh lock with an expiry lets one replica at a time fetch for the fleet.
+//! refresh lock, a short lease renewed by its holder, lets one replica at a time fetch for the
+//! fleet.
 //!
 //! Keys: `{prefix}token:{store_id}` holds the token entry (the file store's JSON entry) and
 //! expires with the token; `{prefix}lock:{store_id}` holds a random owner value and expires
-//! after `lock_timeout`. `prefix` is `key_prefix` followed by `:` (unless empty or already
-//! ending in `:`).
+//! after [`LOCK_LEASE`] unless its holder renews it (every
+//! [`LOCK_RENEW_EVERY`](super::LOCK_RENEW_EVERY) while it fetches), and never later than
+//! `lock_timeout` after it was taken. `prefix` is `key_prefix` followed by `:` (unless empty
+//! or already ending in `:`).
 //!
-//! Invariants: a lock is taken only if free (`SET NX PX`) and deleted only by its owner
-//! (compare-and-delete in one Lua script, so an expired lock taken by another replica is
-//! never deleted); a holder that dies blocks the fleet at most `lock_timeout`; Redis being
-//! down is never an error for a caller (operations give up after a short timeout and the
-//! cache carries on in memory).
+//! Invariants: a lock is taken only if free (`SET NX PX`), renewed and deleted only by its
+//! owner (compare-and-PEXPIRE, compare-and-delete, each one Lua script, so a lapsed lock
+//! taken by another replica is never extended or deleted); a holder that dies blocks the
+//! fleet at most one lease, a live one at most `lock_timeout`; Redis being down is never an
+//! error for a caller (operations give up after a short timeout and the cache carries on in
+//! memory).
 
 use std::time::{Duration, SystemTime};
 
 use super::entry;
 use super::redis_link::RedisLink;
-use super::{LockOutcome, RefreshLock, StoreFuture, TokenStore};
+use super::{LockOutcome, RefreshLock, Renewal, StoreFuture, TokenStore, LOCK_LEASE};
 use crate::auth::oauth::token::AccessToken;
 
-pub use super::redis_link::RedisUrlError;
+pub(super) use super::redis_link::RedisUrlError;
 
 /// Deletes the lock only if it still holds our owner value (KEYS[1] = lock, ARGV[1] = owner).
 const RELEASE_SCRIPT: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then
   return redis.call("DEL", KEYS[1])
+else
+  return 0
+end"#;
+
+/// Extends the lock's expiry only if it still holds our owner value (KEYS[1] = lock,
+/// ARGV[1] = owner, ARGV[2] = the new lease in ms): 1 when renewed, 0 when not ours.
+const RENEW_SCRIPT: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then
+  return redis.call("PEXPIRE", KEYS[1], ARGV[2])
 else
   return 0
 end"#;
@@ -35,16 +47,18 @@ pub struct RedisStore {
     link: RedisLink,
     /// `key_prefix` with its `:` separator.
     namespace: String,
-    lock_ttl: Duration,
+    /// `lock_timeout`: the longest one holder keeps the lock, renewals included.
+    max_hold: Duration,
 }
 
 impl RedisStore {
-    /// Connects lazily: building the store never waits for Redis.
-    pub fn new(url: &str, key_prefix: &str, lock_ttl: Duration) -> Result<Self, RedisUrlError> {
+    /// Connects lazily: building the store never waits for Redis. `lock_timeout` caps how
+    /// long one replica holds a refresh lock (its leases renewed); see [`LOCK_LEASE`].
+    pub fn new(url: &str, key_prefix: &str, lock_timeout: Duration) -> Result<Self, RedisUrlError> {
         Ok(RedisStore {
             link: RedisLink::new(url)?,
             namespace: namespace(key_prefix),
-            lock_ttl,
+            max_hold: lock_timeout,
         })
     }
 
@@ -115,19 +129,45 @@ impl TokenStore for RedisStore {
 
     fn acquire_refresh_lock<'a>(&'a self, id: &'a str) -> StoreFuture<'a, LockOutcome> {
         Box::pin(async move {
-            let lock = RefreshLock::new();
+            let lock = RefreshLock::new(self.max_hold);
+            let lease = lock.lease().unwrap_or(LOCK_LEASE);
             let command = redis::cmd("SET")
                 .arg(self.lock_key(id))
                 .arg(lock.owner())
                 .arg("NX")
                 .arg("PX")
-                .arg(millis(self.lock_ttl))
+                .arg(millis(lease))
                 .to_owned();
             // `OK` when set, nil when the key exists.
             match self.link.query::<Option<String>>("lock", &command).await {
                 Some(Some(_)) => LockOutcome::Acquired(lock),
                 Some(None) => LockOutcome::HeldElsewhere,
                 None => LockOutcome::Unavailable,
+            }
+        })
+    }
+
+    fn renew_refresh_lock<'a>(
+        &'a self,
+        id: &'a str,
+        lock: &'a RefreshLock,
+    ) -> StoreFuture<'a, Renewal> {
+        Box::pin(async move {
+            // Held `lock_timeout` in all: left to lapse at its cap.
+            let Some(lease) = lock.lease() else {
+                return Renewal::Ended;
+            };
+            let command = redis::cmd("EVAL")
+                .arg(RENEW_SCRIPT)
+                .arg(1)
+                .arg(self.lock_key(id))
+                .arg(lock.owner())
+                .arg(millis(lease))
+                .to_owned();
+            match self.link.query::<i64>("renew", &command).await {
+                Some(1) => Renewal::Renewed,
+                Some(_) => Renewal::Ended,
+                None => Renewal::Unavailable,
             }
         })
     }
