@@ -95,6 +95,10 @@ fn route<B>(request: &Request<B>, readiness: &Readiness) -> Response<ResponseBod
     match request.uri().path() {
         "/healthz" => answer(StatusCode::OK, serde_json::json!({"status": "ok"})),
         "/metrics" => {
+            // Readiness as a series too, so the not-ready alert needs no kube-state-metrics
+            // (systemd, sidecars): the same reasons `/readyz` answers with.
+            let ready = readiness.reasons(SystemTime::now()).is_empty();
+            crate::metrics::metrics().ready.set(i64::from(ready));
             let mut response = Response::new(full(crate::metrics::metrics().encode()));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -18,6 +18,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::process_metrics::ProcessCollector;
+
 /// Seconds; from 5 ms (a refusal) to 60 s (a deadline with retries).
 const DURATION_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0,
@@ -67,6 +69,12 @@ pub(crate) struct ReloadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct BuildLabels {
+    pub(crate) version: &'static str,
+    pub(crate) commit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ListenerLabels {
     /// The listener's config key: `listen` or `admin.listen`.
     pub listener: &'static str,
@@ -92,6 +100,8 @@ pub(crate) struct Metrics {
     pub inflight: Gauge,
     pub config_reloads: Family<ReloadLabels, Counter>,
     pub config_generation: Gauge,
+    /// 1 while `/readyz` would answer 200, else 0 (set at each scrape).
+    pub ready: Gauge,
     pub token_store_up: Family<StoreLabels, Gauge>,
     pub token_store_errors: Family<StoreOperationLabels, Counter>,
     pub connections_refused: Family<ListenerLabels, Counter>,
@@ -184,6 +194,24 @@ impl Metrics {
             "Configuration reloads by outcome (success, refused)",
             config_reloads.clone(),
         );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "Always 1; the labels name the version and the commit of the running binary",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                commit: env!("TANGO_GATEWAY_COMMIT"),
+            })
+            .set(1);
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 when /readyz answers 200 (ready to serve), 0 when it answers 503",
+            ready.clone(),
+        );
         let config_generation = Gauge::default();
         registry.register(
             "config_generation",
@@ -208,6 +236,8 @@ impl Metrics {
             "Connections closed at accept because the listener had max_connections open",
             connections_refused.clone(),
         );
+        // The standard `process_*` names, outside the gateway's prefix.
+        root.register_collector(Box::new(ProcessCollector));
         Metrics {
             registry: root,
             requests,
@@ -222,6 +252,7 @@ impl Metrics {
             inflight,
             config_reloads,
             config_generation,
+            ready,
             token_store_up,
             token_store_errors,
             connections_refused,

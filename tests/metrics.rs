@@ -129,4 +129,29 @@ async fn metrics_move_with_traffic_and_never_carry_a_path() {
         !text.contains("secret-query") && !text.contains("/raas/v2"),
         "no path in labels"
     );
+    // Build, readiness and process series (§13).
+    let build = text
+        .lines()
+        .find(|line| line.starts_with("tango_gateway_build_info{"))
+        .unwrap_or_else(|| panic!("no build_info:\n{text}"));
+    assert!(
+        build.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION")))
+            && build.contains("commit=\"")
+            && build.ends_with(" 1"),
+        "{build}"
+    );
+    assert_eq!(
+        value("tango_gateway_ready"),
+        1.0,
+        "an OAuth route with its token"
+    );
+    assert!(value("process_cpu_seconds_total") > 0.0);
+    assert!(value("process_resident_memory_bytes") > 1_000_000.0);
+    assert!(value("process_open_fds") > 3.0);
+    assert!(value("process_max_fds") >= value("process_open_fds"));
+    let start = value("process_start_time_seconds");
+    assert!(
+        start > now - 3_600.0 && start <= now + 1.0,
+        "{start} vs {now}"
+    );
 }

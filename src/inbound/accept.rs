@@ -14,6 +14,8 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
+use crate::process_metrics::open_file_limit;
+
 /// The first pause after a failed accept; doubled while failures go on.
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 /// The longest pause: once descriptors free up the listener serves again within this.
@@ -92,26 +94,6 @@ pub(crate) fn effective_max_connections(key: &str, configured: usize) -> usize {
         }
         None => configured,
     }
-}
-
-/// The soft limit on open files (`RLIMIT_NOFILE`), read from `/proc/self/limits` (Linux);
-/// `None` where it cannot be read or is unlimited. Read rather than asked of the kernel with
-/// `getrlimit`, which would need `unsafe` (forbidden in this crate) or a dependency for one
-/// number read once at start-up.
-fn open_file_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    parse_open_file_limit(&limits)
-}
-
-fn parse_open_file_limit(limits: &str) -> Option<u64> {
-    let line = limits
-        .lines()
-        .find(|line| line.starts_with("Max open files"))?;
-    line["Max open files".len()..]
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// Accepts connections for one listener under its cap, backing off on failures.
@@ -230,18 +212,6 @@ mod tests {
         drop(a);
         assert_eq!(limit.open(), 1);
         assert!(limit.try_take().is_some());
-    }
-
-    #[test]
-    fn the_open_file_limit_is_read_from_proc_limits() {
-        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
-                      Max cpu time              unlimited            unlimited            seconds   \n\
-                      Max open files            1024                 524288               files     \n";
-        assert_eq!(parse_open_file_limit(limits), Some(1024));
-        let unlimited =
-            "Max open files            unlimited            unlimited            files\n";
-        assert_eq!(parse_open_file_limit(unlimited), None);
-        assert_eq!(parse_open_file_limit(""), None);
     }
 
     #[test]
