@@ -124,6 +124,7 @@ impl RawConfig {
                 }
             }
         }
+        files.push(self.token_cache.as_ref().and_then(|c| c.url_file.as_ref()));
         files
             .into_iter()
             .flatten()
@@ -187,6 +188,8 @@ pub(super) struct RawTokenCache {
     pub store: Option<Text>,
     pub path: Option<Text>,
     pub url: Option<Text>,
+    /// The Redis URL read from a file (it may hold a password).
+    pub url_file: Option<Text>,
     pub key_prefix: Option<Text>,
     pub lock_timeout: Option<Text>,
 }

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::errors::{join, Problems};
-use super::fields::{choice, duration, optional};
+use secrecy::ExposeSecret;
+
+use super::fields::{choice, duration, optional, secret};
 use super::model::TokenCacheConfig;
 use super::raw::RawTokenCache;
 
@@ -38,7 +40,8 @@ pub(crate) fn token_cache(p: &mut Problems, raw: RawTokenCache) -> Option<TokenC
     let store = choice(p, "token_cache.store", &raw.store, &stores, Store::Memory)?;
     let before = p.len();
     let path = optional(p, "token_cache.path", &raw.path)?;
-    let url = optional(p, "token_cache.url", &raw.url)?;
+    // A URL with a password is a secret: `url_file` keeps it out of the YAML.
+    let url = secret(p, "token_cache", "url", &raw.url, &raw.url_file, false)?;
     let key_prefix = optional(p, "token_cache.key_prefix", &raw.key_prefix)?;
     let lock_timeout = duration(
         p,
@@ -58,7 +61,8 @@ pub(crate) fn token_cache(p: &mut Problems, raw: RawTokenCache) -> Option<TokenC
         unused(p, "path", path.is_some(), "file");
     }
     if store != Store::Redis {
-        unused(p, "url", url.is_some(), "redis");
+        unused(p, "url", raw.url.is_some(), "redis");
+        unused(p, "url_file", raw.url_file.is_some(), "redis");
         unused(p, "key_prefix", key_prefix.is_some(), "redis");
         unused(p, "lock_timeout", raw.lock_timeout.is_some(), "redis");
     }
@@ -75,10 +79,19 @@ pub(crate) fn token_cache(p: &mut Problems, raw: RawTokenCache) -> Option<TokenC
         },
         Store::Redis => {
             let Some(url) = url else {
-                p.add("token_cache.url", "is required with store: redis");
+                p.add(
+                    "token_cache.url",
+                    "is required with store: redis (or url_file)",
+                );
                 return None;
             };
-            redis_url(p, &url);
+            let url = url.expose_secret().to_owned();
+            let key = if raw.url_file.is_some() {
+                "token_cache.url_file"
+            } else {
+                "token_cache.url"
+            };
+            redis_url(p, key, &url);
             if lock_timeout < MIN_LOCK_TIMEOUT {
                 p.add(
                     "token_cache.lock_timeout",
@@ -96,12 +109,12 @@ pub(crate) fn token_cache(p: &mut Problems, raw: RawTokenCache) -> Option<TokenC
 }
 
 /// `redis://` or `rediss://` (TLS), parsed as the client will parse it.
-fn redis_url(p: &mut Problems, url: &str) {
+fn redis_url(p: &mut Problems, key: &str, url: &str) {
     if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-        p.add("token_cache.url", "must start with redis:// or rediss://");
+        p.add(key, "must start with redis:// or rediss://");
     } else if redis::Client::open(url).is_err() {
         p.add(
-            "token_cache.url",
+            key,
             "is not a valid Redis URL (redis[s]://[[user]:password@]host[:port][/db])",
         );
     }

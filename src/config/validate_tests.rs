@@ -411,3 +411,38 @@ fn required_route_keys() {
         assert!(e.has(path), "missing {path}:\n{e}");
     }
 }
+
+#[test]
+fn a_redis_url_with_a_password_can_come_from_a_file() {
+    let f = Fixture::new();
+    let url_file = f.file("redis-url", "  rediss://:s3cret-pw@redis.internal:6380/2\n");
+    let c = f.ok(&format!(
+        "token_cache: {{ store: redis, url_file: \"{url_file}\" }}\n{ROUTE}"
+    ));
+    assert!(matches!(
+        &c.token_cache,
+        TokenCacheConfig::Redis { url, .. } if url == "rediss://:s3cret-pw@redis.internal:6380/2"
+    ));
+    let summary = crate::config::summary(&c, std::time::SystemTime::now());
+    assert!(!summary.contains("s3cret-pw"), "{summary}");
+    assert!(!format!("{:?}", c.token_cache).contains("s3cret-pw"));
+    // Both at once, a missing file, a bad URL in the file: each named at its key.
+    f.problem_at(
+        &format!("token_cache: {{ store: redis, url: \"redis://r\", url_file: \"{url_file}\" }}\n{ROUTE}"),
+        "token_cache.url",
+    );
+    f.problem_at(
+        &format!("token_cache: {{ store: redis, url_file: /nonexistent/redis-url }}\n{ROUTE}"),
+        "token_cache.url_file",
+    );
+    let bad = f.file("bad-url", "http://s3cret@redis\n");
+    let message = f.problem_at(
+        &format!("token_cache: {{ store: redis, url_file: \"{bad}\" }}\n{ROUTE}"),
+        "token_cache.url_file",
+    );
+    assert!(!message.contains("s3cret"), "{message}");
+    f.problem_at(
+        &format!("token_cache: {{ store: memory, url_file: \"{url_file}\" }}\n{ROUTE}"),
+        "token_cache.url_file",
+    );
+}
