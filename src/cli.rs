@@ -50,6 +50,8 @@ enum Command {
     /// Make DPoP keys.
     #[command(subcommand)]
     Dpop(DpopCommand),
+    /// Print the JSON Schema of the configuration file (for editors and CI).
+    Schema,
 }
 
 #[derive(Debug, Subcommand)]
@@ -175,6 +177,10 @@ pub(crate) fn main() -> ExitCode {
         None => runtime.block_on(run(cli.config.config)),
         Some(Command::Run(arg)) => runtime.block_on(run(arg.config)),
         Some(Command::Check(arg)) => check(arg.config),
+        Some(Command::Schema) => {
+            println!("{}", config::schema_json());
+            ExitCode::SUCCESS
+        }
         Some(Command::Demo(args)) => runtime.block_on(demo_command(args.serve)),
         Some(Command::Doctor(args)) => runtime.block_on(doctor_command(args)),
         Some(Command::Certs(CertsCommand::Client(args))) => {

@@ -274,3 +274,34 @@ fn a_log_level_typo_fails_check_with_its_key_path() {
     let yaml = good_yaml(dir.path()).replacen("routes:", "log: { level: infoo }\nroutes:", 1);
     assert_refused(dir.path(), &yaml, "log.level");
 }
+
+#[test]
+fn the_committed_schema_is_what_the_binary_prints() {
+    let output = Command::new(env!("CARGO_BIN_EXE_tango-gateway"))
+        .arg("schema")
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let committed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/gateway.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        printed, committed,
+        "config/gateway.schema.json is stale: tango-gateway schema > config/gateway.schema.json"
+    );
+    // Typos are refused by the schema as by the loader.
+    assert_eq!(printed["additionalProperties"], serde_json::json!(false));
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/gateway.example.yaml"
+    ))
+    .unwrap();
+    assert!(example.starts_with("# yaml-language-server: $schema=./gateway.schema.json"));
+}

@@ -60,8 +60,10 @@ impl Problems {
     }
 }
 
-/// `base.key`, or `key` at the top level.
+/// `base.key`, or `key` at the top level. A key named "" (YAML allows one) is written `""`:
+/// its path must still name it, not read as the whole file's.
 pub(crate) fn join(base: &str, key: &str) -> String {
+    let key = if key.is_empty() { "\"\"" } else { key };
     if base.is_empty() {
         key.to_string()
     } else {

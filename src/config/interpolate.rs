@@ -102,6 +102,18 @@ mod tests {
         assert!(interpolate_str("${A B}", &e).is_err());
     }
 
+    /// Found by the `config_load` fuzz target: a top-level key named "" gave its problem
+    /// the empty path, which reads as a problem with the whole file.
+    #[test]
+    fn a_key_named_empty_still_has_a_path() {
+        let mut v = serde_json::json!({"": "${a-b}", "x": {"": "${NOPE}"}});
+        let mut problems = Problems::default();
+        interpolate_value(&mut v, "", &env(&[]), &mut problems);
+        let mut paths: Vec<&str> = problems.0.iter().map(|p| p.path.as_str()).collect();
+        paths.sort_unstable();
+        assert_eq!(paths, ["\"\"", "x.\"\""]);
+    }
+
     #[test]
     fn tree_problems_name_the_key_path() {
         let mut v = serde_json::json!({"routes": [{"auth": {"basic": {"username": "${NOPE}"}}}]});

@@ -29,6 +29,15 @@ pub use load::{load, load_with_env, watched_files, ENV_PREFIX};
 pub use model::*;
 pub use net::{normalise_prefix, parse_cidr, redact_userinfo};
 pub use summary::summary;
+
+/// The JSON Schema of the configuration file, pretty-printed: what `tango-gateway schema`
+/// prints and `config/gateway.schema.json` holds. Derived from the serde mirror the loader
+/// reads the file into, so it cannot drift from what is accepted.
+pub fn schema_json() -> String {
+    let mut schema = schemars::schema_for!(raw::RawConfig);
+    schema.insert("title".into(), "tango-gateway configuration".into());
+    serde_json::to_string_pretty(&schema).unwrap_or_default()
+}
 pub use token_cache::{DEFAULT_KEY_PREFIX, DEFAULT_LOCK_TIMEOUT};
 pub use upstream_url::UpstreamUrl;
 pub use validate::{DEFAULT_ADMIN_LISTEN, DEFAULT_ALLOW, DEFAULT_LISTEN};

@@ -8,6 +8,7 @@
 use std::fmt;
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::Deserialize;
 
 /// A scalar read as text. YAML and `try_parsing` env overrides turn `12345` or `true` into
@@ -80,7 +81,49 @@ impl<'de> Deserialize<'de> for Texts {
     }
 }
 
-#[derive(Deserialize, Default)]
+// The schema of the hand-written deserialisers above, said by hand: what each accepts.
+impl JsonSchema for Text {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Text".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A scalar read as text (numbers and booleans count as their text).",
+            "type": ["string", "number", "boolean"]
+        })
+    }
+}
+
+impl JsonSchema for Texts {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Texts".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let item = generator.subschema_for::<Text>();
+        json_schema!({
+            "description": "A list of scalars; a single scalar counts as a one-item list.",
+            "anyOf": [
+                { "type": "array", "items": item },
+                { "type": ["string", "number"] }
+            ]
+        })
+    }
+}
+
+impl JsonSchema for RawAuth {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Auth".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let map = generator.subschema_for::<RawAuthMap>();
+        json_schema!({
+            "description": "`none` (the string), or a map with `basic` or `oauth2`.",
+            "oneOf": [ { "const": "none" }, map ]
+        })
+    }
+}
+
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     pub listen: Option<Text>,
@@ -134,20 +177,20 @@ impl RawConfig {
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAdmin {
     pub listen: Option<Text>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLog {
     pub format: Option<Text>,
     pub level: Option<Text>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawInbound {
     pub allow: Option<Texts>,
@@ -161,14 +204,14 @@ pub(super) struct RawInbound {
     pub reject_browser_requests: Option<bool>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawForwardedFor {
     pub mode: Option<Text>,
     pub static_ip: Option<Text>,
 }
 
-#[derive(Deserialize, Default, Clone)]
+#[derive(Deserialize, Default, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRetry {
     pub max_attempts: Option<u32>,
@@ -182,7 +225,7 @@ pub(super) struct RawRetry {
     pub post_requires: Option<Text>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTokenCache {
     pub store: Option<Text>,
@@ -194,7 +237,7 @@ pub(super) struct RawTokenCache {
     pub lock_timeout: Option<Text>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRoute {
     pub name: Option<Text>,
@@ -206,14 +249,14 @@ pub(super) struct RawRoute {
     pub retry: Option<RawRetry>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMatch {
     pub path_prefix: Option<Text>,
     pub sources: Option<Texts>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUpstream {
     pub url: Option<Text>,
@@ -225,7 +268,7 @@ pub(super) struct RawUpstream {
     pub tls: Option<RawTls>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTls {
     pub ca_file: Option<Text>,
@@ -262,14 +305,14 @@ impl<'de> Deserialize<'de> for RawAuth {
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAuthMap {
     pub basic: Option<RawBasic>,
     pub oauth2: Option<RawOAuth2>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawBasic {
     pub username: Option<Text>,
@@ -277,7 +320,7 @@ pub(super) struct RawBasic {
     pub password_file: Option<Text>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawOAuth2 {
     pub token_url: Option<Text>,
@@ -296,7 +339,7 @@ pub(super) struct RawOAuth2 {
     pub tls: Option<RawTls>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDpop {
     pub key_file: Option<Text>,
