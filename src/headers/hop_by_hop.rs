@@ -55,7 +55,10 @@ pub(crate) fn remove_named_in_connection(headers: &mut HeaderMap) {
                 close = true;
                 return false;
             }
-            !token.eq_ignore_ascii_case("keep-alive")
+            // `Connection` itself goes with the fixed list, after the later removals have read
+            // its tokens: removed here (`Connection: connection, x_secret`), the `_` spellings
+            // of what it names were kept.
+            !token.eq_ignore_ascii_case("keep-alive") && !token.eq_ignore_ascii_case("connection")
         })
         .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();
