@@ -99,8 +99,10 @@ async fn non_ascii_paths_are_forwarded_byte_for_byte() {
             "/raas/v2/catalogs/%e2%82%ac?q=%c3%a9",
             "/raas/v2/catalogs/%e2%82%ac?q=%c3%a9",
         ),
-        // Rewritten (a `.` segment): the rest is copied, never re-encoded (`é` is not `Ã©`).
-        ("/raas/v2/./catalogs/é%41", "/raas/v2/catalogs/é%41"),
+        // Rewritten (a `.` segment): the rest is copied, never re-encoded (`é` is not `Ã©`);
+        // only an escaped unreserved character is decoded (what the origin would read).
+        ("/raas/v2/./catalogs/é%41", "/raas/v2/catalogs/éA"),
+        ("/raas/v2/%63atalogs/%7e", "/raas/v2/catalogs/~"),
         (
             "/raas/v2/%2e/catalogs//café%c3%a9/",
             "/raas/v2/catalogs/café%c3%a9/",
