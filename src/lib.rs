@@ -23,6 +23,7 @@ pub mod fuzzing;
 pub(crate) mod headers;
 pub(crate) mod inbound;
 pub(crate) mod metrics;
+pub(crate) mod orders;
 pub(crate) mod process_metrics;
 pub(crate) mod random_id;
 pub(crate) mod reload;

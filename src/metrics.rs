@@ -81,6 +81,11 @@ pub(crate) struct ListenerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct CallerLabels {
+    pub caller: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct CredentialLabels {
     pub credential: String,
 }
@@ -105,6 +110,12 @@ pub(crate) struct Metrics {
     pub token_store_up: Family<StoreLabels, Gauge>,
     pub token_store_errors: Family<StoreOperationLabels, Counter>,
     pub connections_refused: Family<ListenerLabels, Counter>,
+    /// Order safety (§10): each caller's accepted-plus-reserved amount and its limit.
+    pub spend_window: Family<CallerLabels, Gauge<f64, AtomicU64>>,
+    pub spend_limit: Family<CallerLabels, Gauge<f64, AtomicU64>>,
+    pub ledger_references: Gauge,
+    pub ledger_evictions: Counter,
+    pub order_store_up: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -236,6 +247,36 @@ impl Metrics {
             "Connections closed at accept because the listener had max_connections open",
             connections_refused.clone(),
         );
+        let spend_window = Family::<CallerLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "spend_window_amount",
+            "Order amount accepted or reserved in each caller's spend window (the fleet's, with store: redis)",
+            spend_window.clone(),
+        );
+        let spend_limit = Family::<CallerLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "spend_limit_amount",
+            "Each caller's spend limit (callers[].spend_limit.amount)",
+            spend_limit.clone(),
+        );
+        let ledger_references = Gauge::default();
+        registry.register(
+            "order_ledger_references",
+            "externalRefIDs the order ledger of this process remembers (memory and file stores)",
+            ledger_references.clone(),
+        );
+        let ledger_evictions = Counter::default();
+        registry.register(
+            "order_ledger_evictions",
+            "externalRefIDs forgotten before their duplicate_window ended because the ledger held orders.max_references",
+            ledger_evictions.clone(),
+        );
+        let order_store_up = Gauge::default();
+        registry.register(
+            "order_store_up",
+            "1 while the order store answers (always 1 for memory and file), 0 while Redis does not",
+            order_store_up.clone(),
+        );
         // The standard `process_*` names, outside the gateway's prefix.
         root.register_collector(Box::new(ProcessCollector));
         Metrics {
@@ -256,6 +297,11 @@ impl Metrics {
             token_store_up,
             token_store_errors,
             connections_refused,
+            spend_window,
+            spend_limit,
+            ledger_references,
+            ledger_evictions,
+            order_store_up,
         }
     }
 
@@ -312,6 +358,13 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+}
+
+/// Counts references the order ledger evicted to stay within `orders.max_references`.
+pub(crate) fn count_ledger_evictions(evicted: u64) {
+    if evicted > 0 {
+        metrics().ledger_evictions.inc_by(evicted);
     }
 }
 
