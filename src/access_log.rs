@@ -99,8 +99,15 @@ impl Entry {
             Method::OPTIONS => "OPTIONS",
             _ => "other",
         };
+        static NO_CALLER: LazyLock<Arc<str>> =
+            LazyLock::new(|| Arc::from(crate::config::NO_CALLER));
+        let caller = match request.context.caller() {
+            Some(caller) => caller.name.clone(),
+            None => NO_CALLER.clone(),
+        };
         metrics::count_request(RequestLabels {
             route: route.clone(),
+            caller,
             method,
             status: self.status.as_u16(),
         });
@@ -135,6 +142,7 @@ impl Entry {
         telemetry::access::emit(&AccessRecord {
             request_id: request.context.request_id().unwrap_or(""),
             route: request.context.route().map_or("-", |name| &**name),
+            caller: request.context.caller().map_or("-", |caller| &*caller.name),
             method: request.method.as_str(),
             path: &logged_path(request.uri.path()),
             status: self.status.as_u16(),

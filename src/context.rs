@@ -15,6 +15,8 @@ use std::sync::{Arc, OnceLock};
 
 use http::{HeaderValue, Request};
 
+use crate::orders::callers::Caller;
+
 /// Shared by every layer of one request through `Arc` in the request's extensions.
 #[derive(Debug, Default)]
 pub(crate) struct RequestContext {
@@ -23,6 +25,8 @@ pub(crate) struct RequestContext {
     request_id: OnceLock<HeaderValue>,
     /// The route admission chose, by name (logs, metrics).
     route: OnceLock<Arc<str>>,
+    /// The caller admission identified (§10), when callers are configured.
+    caller: OnceLock<Arc<Caller>>,
     attempts: AtomicU32,
     upstream_status: AtomicU16,
 }
@@ -71,6 +75,16 @@ impl RequestContext {
     /// The name of the route the request was admitted to, once it was.
     pub(crate) fn route(&self) -> Option<&Arc<str>> {
         self.route.get()
+    }
+
+    pub(crate) fn set_caller(&self, caller: Arc<Caller>) {
+        // First writer wins: a request is admitted once.
+        let _ = self.caller.set(caller);
+    }
+
+    /// The caller admission identified, when callers are configured.
+    pub(crate) fn caller(&self) -> Option<&Arc<Caller>> {
+        self.caller.get()
     }
 
     /// Counts one upstream attempt and returns its number (1-based).

@@ -69,6 +69,8 @@ struct Demo {
     oauth_fake: FakeTango,
     gateway: Running,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    /// A second internal service, calling from 127.0.0.2 (the caller `marketing`, §10).
+    marketing: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
     /// The gateway's own mTLS client, used once to show what Tango's edge does without it.
     direct: HttpsClient,
 }
@@ -165,7 +167,11 @@ impl Demo {
             config_file.display()
         ));
         let client = Client::builder(TokioExecutor::new()).build_http();
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_local_address(Some(std::net::Ipv4Addr::new(127, 0, 0, 2).into()));
+        let marketing = Client::builder(TokioExecutor::new()).build(connector);
         Ok(Demo {
+            marketing,
             dir,
             api_key,
             fake,
@@ -183,6 +189,34 @@ impl Demo {
         headers: &[(&str, &str)],
         body: &str,
     ) -> anyhow::Result<(StatusCode, http::HeaderMap, String)> {
+        self.call_as(&self.client, method, path, headers, body)
+            .await
+    }
+
+    /// An order placed by the `marketing` service (from 127.0.0.2).
+    async fn marketing_order(
+        &self,
+        body: &str,
+    ) -> anyhow::Result<(StatusCode, http::HeaderMap, String)> {
+        let headers = [("content-type", "application/json")];
+        self.call_as(
+            &self.marketing,
+            Method::POST,
+            "/raas/v2/orders",
+            &headers,
+            body,
+        )
+        .await
+    }
+
+    async fn call_as(
+        &self,
+        client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> anyhow::Result<(StatusCode, http::HeaderMap, String)> {
         let mut builder = Request::builder()
             .method(method)
             .uri(format!("http://{}{}", self.gateway.listen_addr, path));
@@ -190,7 +224,7 @@ impl Demo {
             builder = builder.header(*name, *value);
         }
         let request = builder.body(Full::new(Bytes::from(body.to_owned())))?;
-        let response = self.client.request(request).await?;
+        let response = client.request(request).await?;
         let (parts, body) = response.into_parts();
         let body = body.collect().await?.to_bytes();
         Ok((
@@ -327,10 +361,51 @@ impl Demo {
             "browser calls are refused",
         )?;
 
+        self.order_safety_tour().await?;
         self.oauth_tour().await?;
         self.rotation_tour().await?;
 
         step("Done: every call above went through the same pipeline `tango-gateway run` uses.");
+        Ok(())
+    }
+
+    /// Order safety (§10): two internal services, `ops` (127.0.0.1, any account) and
+    /// `marketing` (127.0.0.2, its own account only, 25 per day).
+    async fn order_safety_tour(&self) -> anyhow::Result<()> {
+        step("6. Order safety: `marketing` (127.0.0.2) orders on the `ops` account. Refused before Tango sees it.");
+        self.fake.clear();
+        let (status, headers, body) = self
+            .marketing_order(r#"{"externalRefID":"mkt-1","accountIdentifier":"a1","customerIdentifier":"c1","amount":10,"utid":"U000001"}"#)
+            .await?;
+        answer(status, &headers, &body);
+        expect(
+            status == StatusCode::FORBIDDEN && self.fake.request_count() == 0,
+            "an order for another caller's account is refused, nothing sent",
+        )?;
+        step("   `marketing` may spend 25 a day: two orders of 10 pass, the third is refused.");
+        let before = self.fake.orders_created();
+        for n in 1..=3 {
+            let order = format!(
+                r#"{{"externalRefID":"mkt-{n}","accountIdentifier":"{MARKETING_ACCOUNT}","customerIdentifier":"c1","amount":10,"utid":"U000001"}}"#
+            );
+            let (status, headers, body) = self.marketing_order(&order).await?;
+            answer(status, &headers, &body);
+        }
+        expect(
+            self.fake.orders_created() == before + 2,
+            "the spend limit stops the third order",
+        )?;
+        step("   The same externalRefID with a different amount: 409, Tango would have answered with the first order.");
+        let (status, headers, body) = self
+            .marketing_order(&format!(
+                r#"{{"externalRefID":"mkt-1","accountIdentifier":"{MARKETING_ACCOUNT}","customerIdentifier":"c1","amount":5,"utid":"U000001"}}"#
+            ))
+            .await?;
+        answer(status, &headers, &body);
+        expect(
+            status == StatusCode::CONFLICT && self.fake.orders_created() == before + 2,
+            "a reused externalRefID with another body is refused",
+        )?;
         Ok(())
     }
 
@@ -522,6 +597,17 @@ forwarded_for:
 retry:
   initial_backoff: 100ms
   max_backoff: 2s
+# Order safety (§10): who may order for which account, how much, never one reference twice.
+callers:
+  - name: ops
+    sources: ["127.0.0.1/32", "::1/128"]
+  - name: marketing
+    sources: ["127.0.0.2/32"]
+    accounts: ["{MARKETING_ACCOUNT}"]
+    spend_limit: {{amount: 25, window: 24h}}
+orders:
+  duplicate_window: 24h
+  store: memory
 routes:
   - name: raas
     match:
@@ -566,6 +652,9 @@ routes:
         api_key = file("tango-api-key"),
     )
 }
+
+/// The account the demo's `marketing` caller may order on.
+const MARKETING_ACCOUNT: &str = "a-marketing";
 
 /// `Basic base64(user:password)`, to recognise what Tango received.
 fn basic_value(user: &str, password: &str) -> String {

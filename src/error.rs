@@ -36,12 +36,29 @@ pub enum ErrorCode {
     RequestTimeout,
     /// A failure the gateway cannot classify: a bug, never retried, logged at warn.
     Internal,
+    // Order safety (§10).
+    /// `callers` is configured and the peer is none of them.
+    CallerUnknown,
+    /// The request names an account or customer its caller may not use.
+    AccountForbidden,
+    /// The order would take its caller past its spend limit.
+    SpendLimitExceeded,
+    /// `orders.require_external_ref_id` and the order has none.
+    ExternalRefRequired,
+    /// The `externalRefID` belongs to a different order.
+    ExternalRefConflict,
 }
 
 impl ErrorCode {
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorCode::ForbiddenSource | ErrorCode::BrowserRequest => StatusCode::FORBIDDEN,
+            ErrorCode::ForbiddenSource
+            | ErrorCode::BrowserRequest
+            | ErrorCode::CallerUnknown
+            | ErrorCode::AccountForbidden
+            | ErrorCode::SpendLimitExceeded => StatusCode::FORBIDDEN,
+            ErrorCode::ExternalRefRequired => StatusCode::BAD_REQUEST,
+            ErrorCode::ExternalRefConflict => StatusCode::CONFLICT,
             ErrorCode::BadRequest | ErrorCode::BadPath => StatusCode::BAD_REQUEST,
             ErrorCode::NoRoute => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -72,6 +89,11 @@ impl ErrorCode {
             ErrorCode::UpstreamTimeout => "gateway.upstream_timeout",
             ErrorCode::RequestTimeout => "gateway.request_timeout",
             ErrorCode::Internal => "gateway.internal",
+            ErrorCode::CallerUnknown => "gateway.caller_unknown",
+            ErrorCode::AccountForbidden => "gateway.account_forbidden",
+            ErrorCode::SpendLimitExceeded => "gateway.spend_limit_exceeded",
+            ErrorCode::ExternalRefRequired => "gateway.external_ref_required",
+            ErrorCode::ExternalRefConflict => "gateway.external_ref_conflict",
         }
     }
 }

@@ -101,7 +101,7 @@ fn route_table() -> &'static RouteTable<()> {
 
 /// `RouteTable::select` over [`ROUTES`], for a normalised path and a peer.
 pub fn select_route(path: &str, peer: IpAddr) -> RouteChoice {
-    match route_table().select(path, peer) {
+    match route_table().select_for(path, peer, None) {
         Selection::Route(entry) => RouteChoice::Route(entry.name().to_string()),
         Selection::ForbiddenSource => RouteChoice::ForbiddenSource,
         Selection::NoRoute => RouteChoice::NoRoute,

@@ -24,6 +24,7 @@ pub(crate) mod headers;
 pub(crate) mod inbound;
 pub(crate) mod metrics;
 pub(crate) mod orders;
+pub(crate) mod private_file;
 pub(crate) mod process_metrics;
 pub(crate) mod random_id;
 pub(crate) mod reload;

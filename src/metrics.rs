@@ -33,6 +33,8 @@ pub(crate) struct RequestLabels {
     pub route: Arc<str>,
     pub method: &'static str,
     pub status: u16,
+    /// The caller's name (§10), or `none`: a closed set.
+    pub caller: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -495,6 +497,7 @@ mod tests {
                 route: "raas".into(),
                 method: "GET",
                 status: 200,
+                caller: "none".into(),
             })
             .inc();
         m.request_duration.get_or_create(&route()).observe(0.02);
@@ -521,7 +524,7 @@ mod tests {
         m.inflight.inc();
         let text = m.encode();
         for name in [
-            r#"tango_gateway_requests_total{route="raas",method="GET",status="200"} 1"#,
+            r#"tango_gateway_requests_total{route="raas",method="GET",status="200",caller="none"} 1"#,
             r#"tango_gateway_request_duration_seconds_bucket{le="0.025",route="raas"} 1"#,
             r#"tango_gateway_upstream_attempts_total{route="raas",outcome="2xx"} 1"#,
             r#"tango_gateway_retries_total{route="raas",reason="503"} 1"#,
@@ -544,6 +547,7 @@ mod tests {
             route: raas.clone(),
             method: "GET",
             status,
+            caller: "none".into(),
         };
         handles.get(&family, labels(200)).inc();
         handles.get(&family, labels(200)).inc();
@@ -555,6 +559,7 @@ mod tests {
                     route: "raas".into(),
                     method: "GET",
                     status: 200,
+                    caller: "none".into(),
                 },
             )
             .inc();

@@ -6,6 +6,7 @@
 use std::future::Ready;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_util::future::Either;
 use http::{Request, Response};
@@ -26,6 +27,9 @@ use crate::inbound::admission::AdmissionPolicy;
 use crate::inbound::body::PrepareBodyLayer;
 use crate::inbound::limit::InFlightLimitLayer;
 use crate::inbound::route::RouteTable;
+use crate::orders::callers::CallerTable;
+use crate::orders::guard::OrderGuardLayer;
+use crate::orders::{OrderSafety, OrderSetupError, OrderStores};
 use crate::request_id::RequestIdLayer;
 use crate::rescue::RescueLayer;
 use crate::retry::{RetryPolicy, RouteRetry};
@@ -52,6 +56,8 @@ pub enum BuildError {
         route: String,
         source: CredentialsSetupError,
     },
+    #[error("{0}")]
+    Orders(#[from] OrderSetupError),
 }
 
 /// One configuration, built, for a single use (`check`, `doctor`): the whole inbound service
@@ -83,6 +89,8 @@ pub struct ProcessWide {
     pub capacity: InFlightLimitLayer,
     /// Serving workers: each route gets one connection pool per worker.
     pub workers: usize,
+    /// The order store and audit file (§10): a reload keeps every reference and window.
+    pub orders: Arc<OrderStores>,
 }
 
 impl ProcessWide {
@@ -90,6 +98,7 @@ impl ProcessWide {
         ProcessWide {
             capacity: InFlightLimitLayer::new(config.inbound.max_concurrent_requests),
             workers,
+            orders: Arc::new(OrderStores::default()),
         }
     }
 }
@@ -109,11 +118,21 @@ pub fn build_routing(
     process: &ProcessWide,
 ) -> Result<Routing, BuildError> {
     let mut tokens = TokenSources::new(&config.token_cache, previous);
+    let safety = process.orders.safety_for(config)?;
     let routes = config
         .routes
         .iter()
         .enumerate()
-        .map(|(index, route)| route_stack(index, route, &config.inbound, process, &mut tokens))
+        .map(|(index, route)| {
+            route_stack(
+                index,
+                route,
+                &config.inbound,
+                process,
+                &mut tokens,
+                safety.as_ref(),
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
     tokens.forget_previous();
     let service = Router {
@@ -122,6 +141,7 @@ pub fn build_routing(
             allow: config.inbound.allow.clone(),
             routes: RouteTable::new(&config.routes, routes),
             reject_browser_requests: config.inbound.reject_browser_requests,
+            callers: CallerTable::new(&config.callers),
         }),
         forwarded_for: config.forwarded_for,
     };
@@ -161,6 +181,7 @@ fn route_stack(
     inbound: &InboundConfig,
     process: &ProcessWide,
     tokens: &mut TokenSources,
+    safety: Option<&Arc<OrderSafety>>,
 ) -> Result<RouteService, BuildError> {
     let name = route.name.clone();
     let upstream = &route.upstream;
@@ -186,6 +207,11 @@ fn route_stack(
         Arc::from(name.as_str()),
         route.retry.clone(),
     ));
+    let guard = safety.map(|safety| OrderGuardLayer {
+        safety: safety.clone(),
+        route: Arc::from(name.as_str()),
+        lease: order_lease(route),
+    });
     let service = ServiceBuilder::new()
         // The route's total time budget, fixed before anything else waits (the body, the
         // attempts and the backoff between them all keep to it).
@@ -198,7 +224,11 @@ fn route_stack(
             max_body_bytes: inbound.max_body_bytes,
             body_read_timeout: inbound.body_read_timeout,
             buffer: replayable,
+            buffer_posts: guard.is_some(),
         })
+        // Order safety (§10), when configured: scoping, then for orders the ledger and the
+        // spend limit, all before a permit is taken (a wait on an order in flight holds none).
+        .option_layer(guard)
         // Beyond max_concurrent_requests answer 503 at once instead of queueing. Below the
         // body: a request whose buffered body has not arrived holds no permit, so stalled
         // uploads cannot take capacity from other callers (a streamed body takes its permit
@@ -213,6 +243,18 @@ fn route_stack(
         .layer(AttemptTimeoutLayer::new(upstream.timeout))
         .service(Upstream::new(clients, upstream.body_timeout));
     Ok(BoxCloneSyncService::new(service))
+}
+
+/// The longest one order of `route` may hold its `externalRefID`: its deadline, or every
+/// attempt's connect and answer timeouts and the backoffs between them, with a margin.
+fn order_lease(route: &RouteConfig) -> Duration {
+    let upstream = &route.upstream;
+    upstream.deadline.unwrap_or_else(|| {
+        let attempts = route.retry.max_attempts.max(1);
+        (upstream.connect_timeout + upstream.timeout) * attempts
+            + route.retry.max_backoff * (attempts - 1)
+            + Duration::from_secs(5)
+    })
 }
 
 /// Admission, hygiene, then the admitted route's own stack: admission's decision (the

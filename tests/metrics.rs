@@ -74,7 +74,9 @@ async fn metrics_move_with_traffic_and_never_carry_a_path() {
         |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"));
     // Both gateways live in this process and share the registry: 4 + 1 GETs on route raas.
     assert_eq!(
-        value(r#"tango_gateway_requests_total{route="raas",method="GET",status="200"}"#),
+        value(
+            r#"tango_gateway_requests_total{route="raas",method="GET",status="200",caller="none"}"#
+        ),
         5.0
     );
     assert_eq!(

@@ -8,6 +8,7 @@ mod load;
 mod log_level;
 mod model;
 mod net;
+mod orders;
 mod raw;
 mod retry;
 mod route;
@@ -28,6 +29,9 @@ pub use interpolate::interpolate_str;
 pub use load::{load, load_with_env, watched_files, ENV_PREFIX};
 pub use model::*;
 pub use net::{normalise_prefix, parse_cidr, redact_userinfo};
+pub use orders::{
+    DEFAULT_DUPLICATE_WINDOW, DEFAULT_MAX_REFERENCES, MAX_AMOUNT as MAX_ORDER_AMOUNT, NO_CALLER,
+};
 pub use summary::summary;
 
 /// The JSON Schema of the configuration file, pretty-printed: what `tango-gateway schema`

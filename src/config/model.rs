@@ -41,7 +41,77 @@ pub struct Config {
     pub forwarded_for: ForwardedForMode,
     pub token_cache: TokenCacheConfig,
     pub shutdown_grace: Duration,
+    /// Named callers (§10); empty = callers are not identified.
+    pub callers: Vec<CallerConfig>,
+    /// The `externalRefID` ledger (§10), on when the block is present.
+    pub orders: Option<OrdersConfig>,
+    pub audit: AuditConfig,
     pub routes: Vec<RouteConfig>,
+}
+
+/// One named caller (§10).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallerConfig {
+    pub name: String,
+    pub sources: Vec<IpNet>,
+    /// The `accountIdentifier`s it may use; `None` = any.
+    pub accounts: Option<Vec<String>>,
+    /// The `customerIdentifier`s it may use; `None` = any.
+    pub customers: Option<Vec<String>>,
+    pub spend_limit: Option<SpendLimit>,
+}
+
+impl CallerConfig {
+    /// True when its requests are checked against account or customer lists.
+    pub fn is_scoped(&self) -> bool {
+        self.accounts.is_some() || self.customers.is_some()
+    }
+}
+
+/// A caller's spend limit: total order amount Tango accepted in a sliding window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpendLimit {
+    /// As written, in the account's currency units.
+    pub amount: f64,
+    pub window: Duration,
+}
+
+/// `orders` (§10).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrdersConfig {
+    pub require_external_ref_id: bool,
+    pub duplicate_window: Duration,
+    pub store: OrderStoreConfig,
+    pub max_references: usize,
+}
+
+/// Where the ledger and spend windows live. `Debug` by hand: a Redis URL may hold a password.
+#[derive(Clone, PartialEq, Eq)]
+pub enum OrderStoreConfig {
+    Memory,
+    File { path: PathBuf },
+    Redis { url: String, key_prefix: String },
+}
+
+impl std::fmt::Debug for OrderStoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OrderStoreConfig::Memory => f.write_str("Memory"),
+            OrderStoreConfig::File { path } => f.debug_struct("File").field("path", path).finish(),
+            OrderStoreConfig::Redis { url, key_prefix } => f
+                .debug_struct("Redis")
+                .field("url", &super::net::redact_userinfo(url))
+                .field("key_prefix", key_prefix)
+                .finish(),
+        }
+    }
+}
+
+/// `audit` (§10).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// The hash-chained audit file, when configured.
+    pub path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +201,8 @@ pub struct RouteConfig {
     pub path_prefix: String,
     /// The route's own `match.sources`; `None` = `inbound.allow` alone decides.
     pub sources: Option<Vec<IpNet>>,
+    /// The route's `match.callers` (names from `callers`); `None` = any caller.
+    pub callers: Option<Vec<String>>,
     pub strip_prefix: bool,
     pub upstream: UpstreamConfig,
     pub auth: AuthConfig,

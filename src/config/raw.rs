@@ -134,6 +134,9 @@ pub(super) struct RawConfig {
     pub retry: Option<RawRetry>,
     pub token_cache: Option<RawTokenCache>,
     pub shutdown_grace: Option<Text>,
+    pub callers: Option<Vec<RawCaller>>,
+    pub orders: Option<RawOrders>,
+    pub audit: Option<RawAudit>,
     pub routes: Option<Vec<RawRoute>>,
 }
 
@@ -168,6 +171,7 @@ impl RawConfig {
             }
         }
         files.push(self.token_cache.as_ref().and_then(|c| c.url_file.as_ref()));
+        files.push(self.orders.as_ref().and_then(|o| o.url_file.as_ref()));
         files
             .into_iter()
             .flatten()
@@ -237,6 +241,50 @@ pub(super) struct RawTokenCache {
     pub lock_timeout: Option<Text>,
 }
 
+/// One entry of `callers` (§10): a named caller, matched on the TCP peer.
+#[derive(Deserialize, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCaller {
+    pub name: Option<Text>,
+    pub sources: Option<Texts>,
+    /// The `accountIdentifier`s it may use (absent: any).
+    pub accounts: Option<Texts>,
+    /// The `customerIdentifier`s it may use (absent: any).
+    pub customers: Option<Texts>,
+    pub spend_limit: Option<RawSpendLimit>,
+}
+
+#[derive(Deserialize, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSpendLimit {
+    /// In the account's currency units, as in the order's `amount`.
+    pub amount: Option<Text>,
+    pub window: Option<Text>,
+}
+
+/// `orders` (§10): the `externalRefID` ledger, on whenever the block is present.
+#[derive(Deserialize, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOrders {
+    pub require_external_ref_id: Option<bool>,
+    pub duplicate_window: Option<Text>,
+    pub store: Option<Text>,
+    pub path: Option<Text>,
+    pub url: Option<Text>,
+    /// The Redis URL read from a file (it may hold a password).
+    pub url_file: Option<Text>,
+    pub key_prefix: Option<Text>,
+    /// The most references the memory and file ledgers keep (oldest evicted first).
+    pub max_references: Option<usize>,
+}
+
+#[derive(Deserialize, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAudit {
+    /// The hash-chained audit file (optional; order events also go to the log).
+    pub path: Option<Text>,
+}
+
 #[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRoute {
@@ -254,6 +302,8 @@ pub(super) struct RawRoute {
 pub(super) struct RawMatch {
     pub path_prefix: Option<Text>,
     pub sources: Option<Texts>,
+    /// Names from `callers`: only their requests may use the route.
+    pub callers: Option<Texts>,
 }
 
 #[derive(Deserialize, Default, JsonSchema)]

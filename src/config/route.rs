@@ -52,10 +52,10 @@ pub(crate) fn route(
     let before = p.len();
     let name = required(p, &join(path, "name"), &raw.name).map(str::to_string);
     let match_path = join(path, "match");
-    let (path_prefix, sources) = match &raw.matches {
+    let (path_prefix, sources, callers) = match &raw.matches {
         None => {
             p.add(&match_path, "is required (with path_prefix)");
-            (None, None)
+            (None, None, None)
         }
         Some(m) => {
             let prefix_key = join(&match_path, "path_prefix");
@@ -65,7 +65,15 @@ pub(crate) fn route(
                 None => Some(None),
                 Some(list) => cidr_list(p, &join(&match_path, "sources"), list).map(Some),
             };
-            (prefix, sources)
+            // Names only here: that each names a caller is checked with the callers block.
+            let callers = m.callers.as_ref().map(|names| {
+                names
+                    .0
+                    .iter()
+                    .map(|name| name.0.trim().to_owned())
+                    .collect::<Vec<_>>()
+            });
+            (prefix, sources, Some(callers))
         }
     };
     let upstream_path = join(path, "upstream");
@@ -99,6 +107,7 @@ pub(crate) fn route(
         name: name?,
         path_prefix: path_prefix?,
         sources: sources?,
+        callers: callers?,
         strip_prefix: raw.strip_prefix.unwrap_or(false),
         upstream: upstream?,
         auth: auth?,

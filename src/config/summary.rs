@@ -9,9 +9,55 @@ use std::time::{Duration, SystemTime};
 
 use super::model::{
     AuthConfig, ClientAuthMethod, Config, DpopKeyConfig, ForwardedForMode, Jitter, OAuthGrant,
-    PostRequires, RetryConfig, TlsConfig, TokenCacheConfig,
+    OrderStoreConfig, PostRequires, RetryConfig, TlsConfig, TokenCacheConfig,
 };
 use super::net::redact_userinfo;
+
+/// Callers (§10), the ledger and the audit file.
+fn write_order_safety(s: &mut String, c: &Config) -> std::fmt::Result {
+    let list = |v: &Option<Vec<String>>| {
+        v.as_ref()
+            .map_or("any".to_string(), |ids| format!("[{}]", ids.join(", ")))
+    };
+    for caller in &c.callers {
+        let sources: Vec<String> = caller.sources.iter().map(ToString::to_string).collect();
+        let limit = caller.spend_limit.map_or("none".to_string(), |l| {
+            format!("{} per {}", l.amount, humantime::format_duration(l.window))
+        });
+        writeln!(
+            s,
+            "caller {}: sources [{}], accounts {}, customers {}, spend limit {limit}",
+            caller.name,
+            sources.join(", "),
+            list(&caller.accounts),
+            list(&caller.customers),
+        )?;
+    }
+    if let Some(orders) = &c.orders {
+        let store = match &orders.store {
+            OrderStoreConfig::Memory => "memory (forgotten on restart)".to_string(),
+            OrderStoreConfig::File { path } => format!("file {}", path.display()),
+            OrderStoreConfig::Redis { url, key_prefix } => {
+                format!("redis {} (key prefix {key_prefix})", redact_userinfo(url))
+            }
+        };
+        writeln!(
+            s,
+            "orders: externalRefID {}, duplicate window {}, store {store}, at most {} references",
+            if orders.require_external_ref_id {
+                "required"
+            } else {
+                "optional"
+            },
+            humantime::format_duration(orders.duplicate_window),
+            orders.max_references,
+        )?;
+    }
+    if let Some(path) = &c.audit.path {
+        writeln!(s, "audit file: {}", path.display())?;
+    }
+    Ok(())
+}
 
 pub fn summary(config: &Config, now: SystemTime) -> String {
     let mut s = String::new();
@@ -46,6 +92,7 @@ fn write_summary(s: &mut String, c: &Config, now: SystemTime) -> std::fmt::Resul
         ),
     };
     writeln!(s, "token cache: {cache}")?;
+    write_order_safety(s, c)?;
     for r in &c.routes {
         writeln!(s, "route {}:", r.name)?;
         let sources = r.sources.as_ref().map_or("inbound.allow".to_string(), |v| {
@@ -55,6 +102,9 @@ fn write_summary(s: &mut String, c: &Config, now: SystemTime) -> std::fmt::Resul
                 .join(", ")
         });
         writeln!(s, "  path prefix: {} (sources: {sources})", r.path_prefix)?;
+        if let Some(callers) = &r.callers {
+            writeln!(s, "  callers: {}", callers.join(", "))?;
+        }
         writeln!(s, "  upstream: {}", r.upstream.url)?;
         let u = &r.upstream;
         writeln!(

@@ -109,7 +109,7 @@ pub(crate) fn token_cache(p: &mut Problems, raw: RawTokenCache) -> Option<TokenC
 }
 
 /// `redis://` or `rediss://` (TLS), parsed as the client will parse it.
-fn redis_url(p: &mut Problems, key: &str, url: &str) {
+pub(super) fn redis_url(p: &mut Problems, key: &str, url: &str) {
     if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
         p.add(key, "must start with redis:// or rediss://");
     } else if redis::Client::open(url).is_err() {

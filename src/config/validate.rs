@@ -19,6 +19,7 @@ use super::model::{
     DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_GRACE,
 };
 use super::net::parse_listen;
+use super::orders::{audit, callers, check_route_callers, orders};
 use super::raw::{RawConfig, RawForwardedFor, RawInbound};
 use super::retry::retry;
 use super::route::{cidr_list, route, Inherited};
@@ -88,6 +89,17 @@ pub(crate) fn validate(
         .map(|(i, r)| route(p, &format!("routes[{i}]"), r, &inherited))
         .collect();
     check_duplicates(p, &routes);
+    // Route names are checked against every caller written, valid or not, so a caller with
+    // a problem of its own does not also make each route naming it fail.
+    let caller_names: Option<Vec<String>> = raw.callers.as_ref().map(|list| {
+        list.iter()
+            .filter_map(|c| text(&c.name).map(|name| name.trim().to_owned()))
+            .collect()
+    });
+    check_route_callers(p, caller_names.as_deref(), &routes);
+    let callers = callers(p, raw.callers);
+    let orders = orders(p, raw.orders);
+    let audit = audit(p, raw.audit);
     if p.len() > 0 {
         return None;
     }
@@ -105,6 +117,9 @@ pub(crate) fn validate(
         forwarded_for: forwarded_for?,
         token_cache: token_cache?,
         shutdown_grace: shutdown_grace?,
+        callers: callers?,
+        orders: orders?,
+        audit: audit?,
         routes: routes.into_iter().collect::<Option<Vec<_>>>()?,
     })
 }

@@ -16,6 +16,7 @@ use super::route::{is_allowed, RouteEntry, RouteTable, Selection};
 use crate::context::RequestContext;
 use crate::error::{ErrorCode, GatewayError};
 use crate::headers::browser::is_browser_request;
+use crate::orders::callers::CallerTable;
 
 /// What admission decided for a request, handed straight to the next step: the route it
 /// goes to (with its target) and the peer's canonical address.
@@ -31,6 +32,8 @@ pub(crate) struct AdmissionPolicy<T> {
     pub allow: Vec<IpNet>,
     pub routes: RouteTable<T>,
     pub reject_browser_requests: bool,
+    /// Named callers (§10); when configured, every request must come from one.
+    pub callers: CallerTable,
 }
 
 impl<T> AdmissionPolicy<T> {
@@ -50,9 +53,23 @@ impl<T> AdmissionPolicy<T> {
         if !is_allowed(&self.allow, peer) {
             return Err(forbidden_source());
         }
+        let caller = if self.callers.is_configured() {
+            match self.callers.identify(peer) {
+                Some(caller) => Some(caller),
+                None => {
+                    return Err(GatewayError::new(
+                        ErrorCode::CallerUnknown,
+                        "this source address is none of the configured callers",
+                    ))
+                }
+            }
+        } else {
+            None
+        };
         let path = normalise(request.uri().path())
             .map_err(|why| GatewayError::new(ErrorCode::BadPath, why.to_string()))?;
-        let route = match self.routes.select(&path, peer) {
+        let caller_name = caller.map(|caller| &*caller.name);
+        let route = match self.routes.select_for(&path, peer, caller_name) {
             Selection::Route(route) => route,
             Selection::ForbiddenSource => return Err(forbidden_source()),
             Selection::NoRoute => {
@@ -75,7 +92,11 @@ impl<T> AdmissionPolicy<T> {
         if absolute || matches!(path, Cow::Owned(_)) {
             *request.uri_mut() = origin_form(&path, request.uri().query())?;
         }
-        RequestContext::of(request).set_route(route.name().clone());
+        let context = RequestContext::of(request);
+        context.set_route(route.name().clone());
+        if let Some(caller) = caller {
+            context.set_caller(caller.clone());
+        }
         Ok(Admitted { route, peer })
     }
 }
@@ -165,6 +186,7 @@ mod tests {
                 ),
             ]),
             reject_browser_requests: true,
+            callers: CallerTable::default(),
         }
     }
 

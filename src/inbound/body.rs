@@ -30,6 +30,8 @@ pub(crate) struct PrepareBodyLayer {
     pub body_read_timeout: Duration,
     /// True when the route may send a request more than once.
     pub buffer: bool,
+    /// True when the route's order guard reads POST bodies (§10).
+    pub buffer_posts: bool,
 }
 
 impl<S> Layer<S> for PrepareBodyLayer {
@@ -133,7 +135,9 @@ where
             }
             let payload = if body.is_end_stream() {
                 Payload::Empty
-            } else if settings.buffer {
+            } else if settings.buffer
+                || (settings.buffer_posts && parts.method == http::Method::POST)
+            {
                 Payload::buffered(
                     read_whole(body, settings.max_body_bytes, settings.body_read_timeout).await?,
                 )
@@ -184,6 +188,7 @@ mod tests {
             max_body_bytes: LIMIT,
             body_read_timeout: READ_TIMEOUT,
             buffer,
+            buffer_posts: false,
         }
     }
 

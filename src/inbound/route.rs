@@ -18,6 +18,8 @@ pub(crate) struct RouteEntry<T> {
     name: Arc<str>,
     prefix: String,
     sources: Option<Vec<IpNet>>,
+    /// `match.callers`: the only callers admitted; `None` = any.
+    callers: Option<Vec<Arc<str>>>,
     target: T,
 }
 
@@ -53,14 +55,21 @@ pub(crate) enum Selection<'a, T> {
 impl<T> RouteTable<T> {
     /// The table of `routes`, each paired (in order) with its target.
     pub(crate) fn new(routes: &[RouteConfig], targets: impl IntoIterator<Item = T>) -> Self {
-        Self::from_entries(routes.iter().zip(targets).map(|(route, target)| {
+        let mut table = Self::from_entries(routes.iter().zip(targets).map(|(route, target)| {
             (
                 route.name.as_str(),
                 route.path_prefix.as_str(),
                 route.sources.clone(),
                 target,
             )
-        }))
+        }));
+        for (entry, route) in table.entries.iter_mut().zip(routes) {
+            entry.callers = route
+                .callers
+                .as_ref()
+                .map(|names| names.iter().map(|name| Arc::from(name.as_str())).collect());
+        }
+        table
     }
 
     /// Builds the table from `(name, normalised prefix, sources, target)` in file order.
@@ -73,6 +82,7 @@ impl<T> RouteTable<T> {
                 name: Arc::from(name),
                 prefix: prefix.to_owned(),
                 sources,
+                callers: None,
                 target,
             })
             .collect();
@@ -81,8 +91,14 @@ impl<T> RouteTable<T> {
         RouteTable { order, entries }
     }
 
-    /// Picks the route for a normalised path and an inbound peer.
-    pub(crate) fn select(&self, path: &str, peer: IpAddr) -> Selection<'_, T> {
+    /// Picks the route for a normalised path, an inbound peer and the caller it belongs to:
+    /// a route with `match.callers` admits only those callers (as well as its sources).
+    pub(crate) fn select_for(
+        &self,
+        path: &str,
+        peer: IpAddr,
+        caller: Option<&str>,
+    ) -> Selection<'_, T> {
         let peer = peer.to_canonical();
         let mut path_matched = false;
         for entry in self
@@ -97,7 +113,10 @@ impl<T> RouteTable<T> {
             let admitted = entry
                 .sources
                 .as_ref()
-                .is_none_or(|sources| sources.iter().any(|net| net.contains(&peer)));
+                .is_none_or(|sources| sources.iter().any(|net| net.contains(&peer)))
+                && entry.callers.as_ref().is_none_or(|names| {
+                    caller.is_some_and(|caller| names.iter().any(|name| &**name == caller))
+                });
             if admitted {
                 return Selection::Route(entry);
             }

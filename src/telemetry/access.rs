@@ -29,6 +29,8 @@ use super::timestamp;
 pub struct AccessRecord<'a> {
     pub request_id: &'a str,
     pub route: &'a str,
+    /// The caller's name (§10), `-` when callers are not configured.
+    pub caller: &'a str,
     pub method: &'a str,
     pub path: &'a str,
     pub status: u16,
@@ -71,6 +73,7 @@ fn emit_event(record: &AccessRecord<'_>) {
         target: "tango_gateway::access",
         request_id = record.request_id,
         route = record.route,
+        caller = record.caller,
         method = record.method,
         path = record.path,
         status = record.status,
@@ -108,6 +111,8 @@ fn push_json_line(
     push_string(line, record.request_id);
     line.push_str(",\"route\":");
     push_string(line, record.route);
+    line.push_str(",\"caller\":");
+    push_string(line, record.caller);
     line.push_str(",\"method\":");
     push_string(line, record.method);
     line.push_str(",\"path\":");
@@ -162,6 +167,7 @@ mod tests {
         AccessRecord {
             request_id: "ad36ff8d-a88f-4d6d-9ada-46c178564d78",
             route,
+            caller: "payouts",
             method: "GET",
             path,
             status: 200,

@@ -214,20 +214,6 @@ impl State {
         spend.forget_older_than(now_ms.saturating_sub(later(0, window)));
         spend.total
     }
-
-    /// The caller's accepted-plus-reserved total in its window now.
-    pub(crate) fn window_total(
-        &mut self,
-        caller: &str,
-        window: Duration,
-        now: SystemTime,
-    ) -> Micros {
-        let now_ms = unix_ms(now);
-        self.spend.get_mut(caller).map_or(0, |spend| {
-            spend.forget_older_than(now_ms.saturating_sub(later(0, window)));
-            spend.total
-        })
-    }
 }
 
 impl Ledger {
@@ -281,6 +267,13 @@ impl SpendWindow {
     }
 }
 
+/// Updates the ledger's metrics after a claim.
+pub(super) fn count_ledger(evicted: u64, references: usize) {
+    crate::metrics::count_ledger_evictions(evicted);
+    let references = i64::try_from(references).unwrap_or(i64::MAX);
+    crate::metrics::metrics().ledger_references.set(references);
+}
+
 /// The memory store: the state behind a mutex, held only for a few map operations.
 #[derive(Debug)]
 pub(crate) struct MemoryStore {
@@ -321,8 +314,11 @@ impl OrderStore for MemoryStore {
         claim: Claim<'a>,
         now: SystemTime,
     ) -> StoreFuture<'a, Result<Begin, StoreDown>> {
-        let (begin, evicted) = self.with(|state| state.begin(&claim, now, self.max_references));
-        crate::metrics::count_ledger_evictions(evicted);
+        let (begin, evicted, references) = self.with(|state| {
+            let (begin, evicted) = state.begin(&claim, now, self.max_references);
+            (begin, evicted, state.references())
+        });
+        count_ledger(evicted, references);
         Box::pin(std::future::ready(Ok(begin)))
     }
 

@@ -10,6 +10,7 @@
 //! - amounts are whole millionths ([`Micros`]): sums are exact and the same in every store;
 //! - a store that cannot answer says so (`StoreDown`), never guesses: the caller fails closed.
 
+mod file;
 mod memory;
 
 use std::fmt;
@@ -17,7 +18,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
-pub(crate) use memory::{MemoryStore, State};
+pub(crate) use file::FileStore;
+pub(crate) use memory::MemoryStore;
+#[cfg(test)]
+pub(crate) use memory::State;
 
 /// A boxed store operation (the stores are used through `dyn OrderStore`).
 pub(crate) type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -148,12 +152,6 @@ pub(crate) trait OrderStore: Send + Sync + fmt::Debug {
         window: Duration,
         now: SystemTime,
     ) -> StoreFuture<'a, Result<Micros, StoreDown>>;
-
-    /// Whether the store is shared with other processes (Redis): then a wait on an
-    /// in-flight reference may end because another replica finished.
-    fn is_shared(&self) -> bool {
-        false
-    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,6 @@
 //! and overwritten by the next save.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -19,7 +18,6 @@ use crate::auth::oauth::token::AccessToken;
 
 /// The file's format version; a file with another version is somebody else's.
 const FORMAT: &str = "tango-gateway-tokens/1";
-const FILE_MODE: u32 = 0o600;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,33 +127,8 @@ fn read_file(path: &Path) -> Option<TokenFile> {
 }
 
 fn write_atomically(path: &Path, file: &TokenFile) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "tokens.json".to_owned());
-    let temporary = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
     let json = serde_json::to_vec_pretty(file).map_err(std::io::Error::other)?;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(FILE_MODE);
-    }
-    let written = (|| {
-        let mut out = options.open(&temporary)?;
-        out.write_all(&json)?;
-        out.sync_all()?;
-        std::fs::rename(&temporary, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temporary);
-    }
-    written
+    crate::private_file::write_atomically(path, &json)
 }
 
 #[cfg(test)]
