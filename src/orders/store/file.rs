@@ -152,7 +152,11 @@ impl OrderStore for FileStore {
         now: SystemTime,
     ) -> StoreFuture<'a, Result<(), StoreDown>> {
         Box::pin(async move {
-            self.change(|state| state.finish(reference, window, how, now));
+            let references = self.change(|state| {
+                state.finish(reference, window, how, now);
+                state.references()
+            });
+            super::memory::count_ledger(0, references);
             self.save().await
         })
     }

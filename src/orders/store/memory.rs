@@ -329,7 +329,11 @@ impl OrderStore for MemoryStore {
         how: Finish,
         now: SystemTime,
     ) -> StoreFuture<'a, Result<(), StoreDown>> {
-        self.with(|state| state.finish(reference, window, how, now));
+        let references = self.with(|state| {
+            state.finish(reference, window, how, now);
+            state.references()
+        });
+        count_ledger(0, references);
         Box::pin(std::future::ready(Ok(())))
     }
 
