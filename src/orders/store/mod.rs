@@ -11,6 +11,7 @@
 //! - a store that cannot answer says so (`StoreDown`), never guesses: the caller fails closed.
 
 mod memory;
+mod redis;
 
 use std::fmt;
 use std::future::Future;
@@ -18,6 +19,8 @@ use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
 pub(crate) use memory::{MemoryStore, State};
+#[allow(unused_imports)] // used once the stores are wired into the stack (the next commits)
+pub(crate) use redis::RedisOrderStore;
 
 /// A boxed store operation (the stores are used through `dyn OrderStore`).
 pub(crate) type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
