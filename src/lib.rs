@@ -27,6 +27,7 @@ pub(crate) mod orders;
 pub(crate) mod private_file;
 pub(crate) mod process_metrics;
 pub(crate) mod random_id;
+pub(crate) mod redis_link;
 pub(crate) mod reload;
 pub(crate) mod request_id;
 pub(crate) mod rescue;

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use audit::{AuditSink, Auditor};
-use store::{FileStore, MemoryStore, OrderStore};
+use store::{FileStore, MemoryStore, OrderStore, RedisOrderStore};
 
 use crate::config::{Config, OrderStoreConfig, DEFAULT_MAX_REFERENCES};
 use crate::metrics::{metrics, CallerLabels};
@@ -121,7 +121,20 @@ impl OrderStores {
                 FileStore::open(path, max_references)
                     .map_err(|err| OrderSetupError::File(err.to_string()))?,
             ),
-            OrderStoreConfig::Redis { .. } => return Err(OrderSetupError::RedisUrl),
+            OrderStoreConfig::Redis { url, key_prefix } => {
+                let store = Arc::new(
+                    RedisOrderStore::new(url, key_prefix).map_err(|_| OrderSetupError::RedisUrl)?,
+                );
+                // One PING in the background: the health gauge and the outage log line are
+                // right before the first order (building never waits for Redis).
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    let probe = store.clone();
+                    runtime.spawn(async move {
+                        let _ = probe.probe().await;
+                    });
+                }
+                store
+            }
         };
         if !matches!(wanted, OrderStoreConfig::Redis { .. }) {
             metrics().order_store_up.set(1);

@@ -1,6 +1,7 @@
-//! A real `redis-server` for the Redis token store tests: started on a free loopback port
-//! with no persistence, killed on drop, and stoppable and restartable (same port) mid-test;
-//! plain, with a password, or TLS-only.
+//! A real `redis-server` for the Redis store tests (the token store's here; the order store's
+//! in the library's unit tests, which include this file): started on a free loopback port with
+//! no persistence, killed on drop, and stoppable and restartable (same port) mid-test; plain,
+//! with a password, or TLS-only.
 //!
 //! Invariant: a machine without `redis-server` fails the test with a clear message (it is
 //! never skipped: `.ci/run` installs it).
@@ -112,7 +113,7 @@ impl RedisServer {
         }
         let child = command.spawn().unwrap_or_else(|err| {
             panic!(
-                "cannot start redis-server ({err}): the Redis token store tests need it on \
+                "cannot start redis-server ({err}): the Redis store tests need it on \
                  PATH (Debian: apt-get install redis-server; .ci/run installs it)"
             )
         });

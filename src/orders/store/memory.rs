@@ -62,7 +62,7 @@ pub(crate) fn unix_ms(time: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn later(now_ms: u64, by: Duration) -> u64 {
+pub(super) fn later(now_ms: u64, by: Duration) -> u64 {
     now_ms.saturating_add(u64::try_from(by.as_millis()).unwrap_or(u64::MAX))
 }
 

@@ -12,6 +12,7 @@
 
 mod file;
 mod memory;
+mod redis;
 
 use std::fmt;
 use std::future::Future;
@@ -22,6 +23,7 @@ pub(crate) use file::FileStore;
 pub(crate) use memory::MemoryStore;
 #[cfg(test)]
 pub(crate) use memory::State;
+pub(crate) use redis::RedisOrderStore;
 
 /// A boxed store operation (the stores are used through `dyn OrderStore`).
 pub(crate) type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

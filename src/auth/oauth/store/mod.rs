@@ -13,7 +13,6 @@ mod entry;
 pub(crate) mod fake_shared;
 mod file;
 mod redis;
-mod redis_link;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -19,11 +19,12 @@
 use std::time::{Duration, SystemTime};
 
 use super::entry;
-use super::redis_link::RedisLink;
 use super::{LockOutcome, RefreshLock, Renewal, StoreFuture, TokenStore, LOCK_LEASE};
 use crate::auth::oauth::token::AccessToken;
+use crate::metrics::metrics;
+use crate::redis_link::{millis, namespace, Purpose, RedisLink};
 
-pub(super) use super::redis_link::RedisUrlError;
+pub(super) use crate::redis_link::RedisUrlError;
 
 /// Deletes the lock only if it still holds our owner value (KEYS[1] = lock, ARGV[1] = owner).
 const RELEASE_SCRIPT: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then
@@ -42,6 +43,19 @@ end"#;
 
 const UNREACHABLE: &str = "token store redis unreachable; tokens cached in memory on this replica";
 
+/// The `store` label of the token store metrics.
+const STORE: &str = "redis";
+
+/// The token store's link: its outage costs sharing, not service.
+static TOKENS: Purpose = Purpose {
+    setting: "token_cache.url",
+    down: "the Redis token store is unreachable; tokens are cached in memory on this replica \
+           until it answers again",
+    up: "the Redis token store answers again; tokens are shared with the fleet",
+    set_up: |up| metrics().set_token_store_up(STORE, up),
+    count_error: |operation| metrics().count_token_store_error(STORE, operation),
+};
+
 #[derive(Debug)]
 pub struct RedisStore {
     link: RedisLink,
@@ -56,7 +70,7 @@ impl RedisStore {
     /// long one replica holds a refresh lock (its leases renewed); see [`LOCK_LEASE`].
     pub fn new(url: &str, key_prefix: &str, lock_timeout: Duration) -> Result<Self, RedisUrlError> {
         Ok(RedisStore {
-            link: RedisLink::new(url)?,
+            link: RedisLink::new(url, &TOKENS)?,
             namespace: namespace(key_prefix),
             max_hold: lock_timeout,
         })
@@ -69,21 +83,6 @@ impl RedisStore {
     fn lock_key(&self, id: &str) -> String {
         format!("{}lock:{id}", self.namespace)
     }
-}
-
-fn namespace(key_prefix: &str) -> String {
-    if key_prefix.is_empty() || key_prefix.ends_with(':') {
-        key_prefix.to_owned()
-    } else {
-        format!("{key_prefix}:")
-    }
-}
-
-/// Whole milliseconds, at least 1 (Redis refuses `PX 0`).
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1)
 }
 
 impl TokenStore for RedisStore {
@@ -210,14 +209,6 @@ mod tests {
         .unwrap();
         assert_eq!(store.token_key("abc"), "tango-gateway:token:abc");
         assert_eq!(store.lock_key("abc"), "tango-gateway:lock:abc");
-        assert_eq!(namespace("fleet-a:"), "fleet-a:");
-        assert_eq!(namespace(""), "");
-    }
-
-    #[test]
-    fn ttls_are_whole_positive_milliseconds() {
-        assert_eq!(millis(Duration::from_secs(20)), 20_000);
-        assert_eq!(millis(Duration::from_micros(10)), 1);
     }
 
     #[test]
