@@ -111,10 +111,14 @@ pub(crate) struct Metrics {
     pub token_store_errors: Family<StoreOperationLabels, Counter>,
     pub connections_refused: Family<ListenerLabels, Counter>,
     /// Order safety (§10): each caller's accepted-plus-reserved amount and its limit.
+    #[allow(dead_code)] // used by the order guard (wired separately)
     pub spend_window: Family<CallerLabels, Gauge<f64, AtomicU64>>,
+    #[allow(dead_code)] // used by the order guard (wired separately)
     pub spend_limit: Family<CallerLabels, Gauge<f64, AtomicU64>>,
+    #[allow(dead_code)] // used by the order guard (wired separately)
     pub ledger_references: Gauge,
     pub ledger_evictions: Counter,
+    #[allow(dead_code)] // used by the order guard (wired separately)
     pub order_store_up: Gauge,
 }
 

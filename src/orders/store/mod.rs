@@ -17,6 +17,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
+#[allow(unused_imports)] // used by the order guard (wired separately)
 pub(crate) use memory::{MemoryStore, State};
 
 /// A boxed store operation (the stores are used through `dyn OrderStore`).
