@@ -1,5 +1,6 @@
-//! The command line (PRODUCT.md §2): `run` (default), `check`, `demo`, `doctor`, and the key tools
-//! `certs client`, `certs dev`, `dpop keygen` (whose logic lives in `tango_gateway::tools`).
+//! The command line (PRODUCT.md §2): `run` (default), `check`, `demo`, `doctor`, the key tools
+//! `certs client`, `certs dev`, `dpop keygen`, and `audit verify` (§10) (whose logic lives in
+//! `tango_gateway::tools`).
 //!
 //! Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
 
@@ -52,6 +53,22 @@ enum Command {
     Dpop(DpopCommand),
     /// Print the JSON Schema of the configuration file (for editors and CI).
     Schema,
+    /// Check order audit files.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check an audit file's hash chain: exit 0 when intact, 1 naming the first bad line.
+    Verify(AuditVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+struct AuditVerifyArgs {
+    /// The audit file (`audit.path`).
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -195,6 +212,37 @@ pub(crate) fn main() -> ExitCode {
         Some(Command::Certs(CertsCommand::Dev(args))) => report(tools::dev(&args.out, args.force)),
         Some(Command::Dpop(DpopCommand::Keygen(args))) => {
             report(tools::keygen(&args.out, args.force))
+        }
+        Some(Command::Audit(AuditCommand::Verify(args))) => audit_verify(&args.file),
+    }
+}
+
+/// `audit verify`: exit 0 when the chain is intact, 1 when it is not or the file cannot be
+/// read (a runtime failure: the command line itself was fine).
+fn audit_verify(file: &Path) -> ExitCode {
+    match tools::audit::verify(file) {
+        Ok(report) => {
+            println!(
+                "audit: {}: {} lines, chain intact",
+                file.display(),
+                report.lines
+            );
+            // The chain cannot show lost or edited last lines; this, recorded elsewhere, can.
+            println!(
+                "audit: {}: last line sha256 {}",
+                file.display(),
+                report.head
+            );
+            ExitCode::SUCCESS
+        }
+        // It names the path itself.
+        Err(err @ tools::audit::VerifyError::Unreadable { .. }) => {
+            eprintln!("audit: {err}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+        Err(err) => {
+            eprintln!("audit: {}: {err}", file.display());
+            ExitCode::from(EXIT_RUNTIME)
         }
     }
 }

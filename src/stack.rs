@@ -69,7 +69,10 @@ pub struct Gateway {
 
 /// Builds the service that answers every inbound request of one configuration.
 pub fn build(config: &Config) -> Result<Gateway, BuildError> {
-    let process = ProcessWide::new(config, crate::rt::default_count());
+    let process = ProcessWide {
+        orders: Arc::new(OrderStores::checking()),
+        ..ProcessWide::new(config, crate::rt::default_count())
+    };
     let routing = build_routing(config, None, &process)?;
     Ok(Gateway {
         service: front(routing.service),

@@ -95,6 +95,12 @@ impl OrderEvent {
     }
 }
 
+impl AuditSink for super::audit_file::AuditFile {
+    fn append(&self, event: Map<String, Value>) {
+        super::audit_file::AuditFile::append(self, event);
+    }
+}
+
 impl Auditor {
     pub(crate) fn new(file: Option<Arc<dyn AuditSink>>) -> Self {
         Auditor { file }

@@ -3,13 +3,15 @@
 //!
 //! Pieces: `callers` (who is calling, from the peer), `order` (what an order is, its fields
 //! and body hash), `scope` (account scoping), `store` (the ledger and spend windows: memory,
-//! file, Redis), `guard` (the layer in each route's stack), `audit` (order events).
+//! file, Redis), `guard` (the layer in each route's stack), `audit` (order events) and `audit_file` (the
+//! hash-chained file of `audit.path`, and its check behind `audit verify`).
 //! [`OrderStores`] keeps the stores and the audit file for the life of the process, so a
 //! reload keeps every reference and spend window.
 //!
 //! Everything here is off unless configured, and a configuration without it adds no layer.
 
 pub(crate) mod audit;
+pub(crate) mod audit_file;
 pub(crate) mod callers;
 pub(crate) mod guard;
 pub(crate) mod order;
@@ -21,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use audit::{AuditSink, Auditor};
+use audit_file::AuditFile;
 use store::{FileStore, MemoryStore, OrderStore, RedisOrderStore};
 
 use crate::config::{Config, OrderStoreConfig, DEFAULT_MAX_REFERENCES};
@@ -67,9 +70,20 @@ pub(crate) fn is_configured(config: &Config) -> bool {
 pub struct OrderStores {
     store: Mutex<Option<(OrderStoreConfig, Arc<dyn OrderStore>)>>,
     audit: Mutex<Option<(PathBuf, Arc<dyn AuditSink>)>>,
+    /// For `check` and `doctor`: the audit file is checked, not opened (a running gateway
+    /// holds it locked, and `check` writes nothing).
+    checking: bool,
 }
 
 impl OrderStores {
+    /// Stores for a single use that must not take the running gateway's files.
+    pub fn checking() -> Self {
+        OrderStores {
+            checking: true,
+            ..OrderStores::default()
+        }
+    }
+
     /// The order safety of `config`, or `None` when it configures none.
     pub(crate) fn safety_for(
         &self,
@@ -150,7 +164,17 @@ impl OrderStores {
         let Some(path) = path else {
             return Ok(None);
         };
-        let slot = self
+        if self.checking {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+            return match dir {
+                Some(dir) if !dir.is_dir() => Err(OrderSetupError::Audit(format!(
+                    "{}: its directory does not exist",
+                    path.display()
+                ))),
+                _ => Ok(None),
+            };
+        }
+        let mut slot = self
             .audit
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -159,9 +183,12 @@ impl OrderStores {
                 return Ok(Some(file.clone()));
             }
         }
-        Err(OrderSetupError::Audit(
-            "the audit file is not available yet".to_owned(),
-        ))
+        // A new path: the old file is closed when the last generation using it is dropped.
+        let file: Arc<dyn AuditSink> = Arc::new(
+            AuditFile::open(path).map_err(|err| OrderSetupError::Audit(err.to_string()))?,
+        );
+        *slot = Some((path.to_path_buf(), file.clone()));
+        Ok(Some(file))
     }
 }
 

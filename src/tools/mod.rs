@@ -1,6 +1,6 @@
 //! The commands that make keys and certificates for an operator (PRODUCT.md §2, §9):
-//! `certs client`, `certs dev` and `dpop keygen`. `cli.rs` parses the arguments and prints what
-//! these functions return.
+//! `certs client`, `certs dev` and `dpop keygen`; and `audit verify` (§10), which checks an
+//! order audit file. `cli.rs` parses the arguments and prints what these functions return.
 //!
 //! Invariants: what a command returns for printing never contains a private key; a key file
 //! is created 0600 from its first byte; no existing file is replaced without `force`, and
@@ -17,6 +17,12 @@ use crate::auth::dpop::DpopError;
 
 pub use certs::{client, dev, ClientOutcome, ClientRequest, DevOutcome, MAX_CLIENT_DAYS};
 pub use dpop_keygen::{keygen, DpopKeygenOutcome};
+
+/// `audit verify`: the audit file's chain check lives beside its writer (the format is
+/// documented there, in `orders::audit_file`), so the two cannot drift.
+pub mod audit {
+    pub use crate::orders::audit_file::{verify, LineFault, VerifyError, VerifyReport};
+}
 
 /// Why a command failed; [`ToolError::is_usage`] tells the caller's mistakes (exit 2) from
 /// failures of the machine (exit 1).
