@@ -412,7 +412,7 @@ impl Demo {
     async fn oauth_tour(&self) -> anyhow::Result<()> {
         let fake = &self.oauth_fake;
         step(&format!(
-            "6. OAuth 2.0 + DPoP on the route /dpop/: {CONCURRENT_CALLS} concurrent calls share one token."
+            "7. OAuth 2.0 + DPoP on the route /dpop/: {CONCURRENT_CALLS} concurrent calls share one token."
         ));
         self.wait_ready().await?;
         detail(&format!(
@@ -442,7 +442,7 @@ impl Demo {
             describe_proof(request);
         }
 
-        step("7. Tango rotates its DPoP nonce: 401 `use_dpop_nonce`, the gateway signs a new proof with it, same token.");
+        step("8. Tango rotates its DPoP nonce: 401 `use_dpop_nonce`, the gateway signs a new proof with it, same token.");
         fake.rotate_nonce();
         fake.clear();
         let (status, headers, body) = self
@@ -459,7 +459,7 @@ impl Demo {
             fake.tokens_issued()
         ));
 
-        step("8. Tango revokes the token: 401, the gateway drops it, fetches one new token and resends once.");
+        step("9. Tango revokes the token: 401, the gateway drops it, fetches one new token and resends once.");
         fake.revoke_tokens();
         fake.clear();
         let (status, headers, body) = self
@@ -478,7 +478,7 @@ impl Demo {
     }
 
     async fn rotation_tour(&self) -> anyhow::Result<()> {
-        step("9. The API key is rotated live: Tango accepts a new key, its file is replaced, the gateway reloads by itself (no restart), the old key is revoked.");
+        step("10. The API key is rotated live: Tango accepts a new key, its file is replaced, the gateway reloads by itself (no restart), the old key is revoked.");
         let new_key = format!("demo-key-{}", uuid::Uuid::new_v4().simple());
         self.fake.accept_basic(PLATFORM_NAME, &new_key);
         let key_file = self.dir.0.join("tango-api-key");
