@@ -46,6 +46,8 @@ pub use reject::{Rejected, REFRESH_ON_401_INTERVAL};
 /// How long a caller with no usable token waits for the fetch in flight: the token request
 /// and one nonce round trip.
 const WAIT_LIMIT: Duration = Duration::from_secs(2 * TOKEN_REQUEST_TIMEOUT.as_secs() + 1);
+/// How often a refresher in backoff looks in a shared store when callers want a token.
+const STORE_LOOK_EVERY: Duration = Duration::from_secs(1);
 /// The outcome of the most recent fetch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LastFetch {
@@ -190,6 +192,9 @@ impl TokenSource {
                 return Ok(token);
             }
             if let LastFetch::Failed(err) = last {
+                // The refresher is backing off; with a shared store another replica may hold
+                // a token by now, and this wakes the refresher to look (it does not fetch).
+                self.demand.notify_one();
                 return Err(TokenUnavailable {
                     reason: err.to_string(),
                 });
@@ -247,6 +252,10 @@ impl TokenSource {
         self.load_stored().await;
         let mut failures: u32 = 0;
         let mut retry_at: Option<Instant> = None;
+        // While backing off, callers' demand makes the refresher look in a shared store (at
+        // most once per STORE_LOOK_EVERY): another replica may have a token by now, and a
+        // replica must not refuse callers for its whole backoff while the fleet has one.
+        let mut store_looked: Option<Instant> = None;
         loop {
             let mut forced = false;
             let due = match retry_at {
@@ -261,7 +270,22 @@ impl TokenSource {
                 tokio::select! {
                     () = tokio::time::sleep_until(due) => {}
                     // Re-evaluate: the token may have been dropped.
-                    () = self.demand.notified() => continue,
+                    () = self.demand.notified() => {
+                        let look = retry_at.is_some()
+                            && self.store.is_shared()
+                            && store_looked.is_none_or(|at| at.elapsed() >= STORE_LOOK_EVERY);
+                        if look {
+                            store_looked = Some(Instant::now());
+                            if let Some(token) = self.adopt_stored(false).await {
+                                metrics().set_token_expiry(&self.key.to_string(), token.expires_at());
+                                failures = 0;
+                                retry_at = None;
+                                self.rejected.store(None);
+                                self.status.send_replace(LastFetch::Succeeded);
+                            }
+                        }
+                        continue;
+                    }
                 }
             }
             let credential = self.key.to_string();

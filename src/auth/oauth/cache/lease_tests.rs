@@ -139,3 +139,35 @@ async fn a_cold_caller_gives_up_at_its_deadline() {
     assert!(source.token_by(Some(asked + DAY)).await.is_err());
     assert_eq!(asked.elapsed(), WAIT_LIMIT);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_backing_off_adopts_the_fleets_token_when_a_caller_asks() {
+    // A's token endpoint fails (a partition, say); B's works; they share a store.
+    let broken = FakeFetch::new(TokenKind::Bearer, DAY);
+    broken.fail_with(Some(FetchError::Transient(
+        "the token endpoint answered 503".to_owned(),
+    )));
+    let working = FakeFetch::new(TokenKind::Bearer, DAY);
+    let store = FakeShared::new(DEFAULT_LOCK_TIMEOUT);
+    let (a, _a) = replica(&broken, &store);
+    // Several failures: A's backoff is now long (seconds to a minute).
+    until_fetches(&broken, 4).await;
+    let failed_fetches = broken.calls();
+    assert!(a.token().await.is_err(), "A has no token of its own");
+
+    let (b, _b) = replica(&working, &store);
+    let from_b = b.token().await.unwrap();
+    // A looks in the store at most once a second (its last look found nothing).
+    tokio::time::sleep(secs(1)).await;
+    // The first caller on A after B saved its token wakes A's refresher, which looks in the
+    // store (it does not fetch): the next caller is served, long before A's backoff ends.
+    let _ = a.token().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let from_a = a.token().await.expect("adopted from the store");
+    assert_eq!(from_a.fingerprint(), from_b.fingerprint());
+    assert_eq!(
+        broken.calls(),
+        failed_fetches,
+        "no fetch on A's broken endpoint"
+    );
+}

@@ -147,7 +147,7 @@ impl TokenSource {
 
     /// Makes the stored token current if another replica put a better one there: usable,
     /// not due for refresh, and neither the one held here nor the one rejected here.
-    async fn adopt_stored(&self, forced: bool) -> Option<Arc<AccessToken>> {
+    pub(super) async fn adopt_stored(&self, forced: bool) -> Option<Arc<AccessToken>> {
         if forced {
             return None;
         }
