@@ -1,14 +1,17 @@
-//! The response body of the fake: whole, or a prefix followed by a stall.
+//! The response body of the fake: whole, a prefix followed by a stall, or whole but slow.
 //!
 //! Invariant: a stalling body declares its full length but never delivers it; it ends with an
-//! error (never a clean end) when the fake shuts down, so a client sees a truncated body.
+//! error (never a clean end) when the fake shuts down, so a client sees a truncated body. A
+//! slow body delivers every byte it declares, a chunk at a time with a pause between.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use tokio::time::Sleep;
 
 type Until = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -21,6 +24,14 @@ enum Kind {
         prefix: Option<Bytes>,
         total: u64,
         until: Until,
+    },
+    Slow {
+        rest: Bytes,
+        total: u64,
+        chunk: usize,
+        pause: Duration,
+        /// The pause before the next chunk; `None` before the first one (sent at once).
+        sleep: Option<Pin<Box<Sleep>>>,
     },
 }
 
@@ -38,14 +49,26 @@ impl FakeBody {
             until,
         })
     }
+
+    /// Sends all of `bytes`, `chunk` bytes at a time (at least one), pausing `pause` between
+    /// chunks: a slow but healthy answer.
+    pub(super) fn slow(bytes: Bytes, chunk: usize, pause: Duration) -> Self {
+        FakeBody(Kind::Slow {
+            total: bytes.len() as u64,
+            rest: bytes,
+            chunk: chunk.max(1),
+            pause,
+            sleep: None,
+        })
+    }
 }
 
 impl FakeBody {
-    /// The bytes of a whole body not yet sent; `None` for a stalling one.
+    /// The bytes of a whole body not yet sent; `None` for a stalling or slow one.
     pub(super) fn into_full(self) -> Option<Bytes> {
         match self.0 {
             Kind::Full(bytes) => bytes,
-            Kind::Stalling { .. } => None,
+            Kind::Stalling { .. } | Kind::Slow { .. } => None,
         }
     }
 }
@@ -76,17 +99,40 @@ impl Body for FakeBody {
                     )))
                 })
             }
+            Kind::Slow {
+                rest,
+                chunk,
+                pause,
+                sleep,
+                ..
+            } => {
+                if rest.is_empty() {
+                    return Poll::Ready(None);
+                }
+                if let Some(pending) = sleep.as_mut() {
+                    if pending.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
+                let next = rest.split_to((*chunk).min(rest.len()));
+                *sleep = Some(Box::pin(tokio::time::sleep(*pause)));
+                Poll::Ready(Some(Ok(Frame::data(next))))
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.0, Kind::Full(None))
+        match &self.0 {
+            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Stalling { .. } => false,
+            Kind::Slow { rest, .. } => rest.is_empty(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.0 {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Stalling { total, .. } => SizeHint::with_exact(*total),
+            Kind::Stalling { total, .. } | Kind::Slow { total, .. } => SizeHint::with_exact(*total),
         }
     }
 }

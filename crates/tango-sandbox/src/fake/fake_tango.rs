@@ -23,7 +23,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::handler::{self, ConnInfo, State};
 use super::oauth::AuthServer;
-use super::{FakeTangoOptions, Fault, RecordedRequest, TokenFault, TOKEN_PATH};
+use super::{ConnectionFault, FakeTangoOptions, Fault, RecordedRequest, TokenFault, TOKEN_PATH};
 
 /// A handshake slower than this is counted as failed (a client that connects and says nothing).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,6 +37,8 @@ pub(super) struct Shared {
     pub(super) basic_auth: Option<Mutex<Vec<super::BasicCredentials>>>,
     /// A port-appending proxy sits in front of the ALB (see [`FakeTango::set_port_appending_proxy`]).
     pub(super) port_appending_proxy: AtomicBool,
+    /// A fault for the next new connections and how many more it applies to.
+    pub(super) connection_fault: Mutex<Option<(ConnectionFault, usize)>>,
     pub(super) shutdown: watch::Receiver<bool>,
 }
 
@@ -44,6 +46,21 @@ impl Shared {
     /// The lock is never held across an await; a poisoned lock still holds usable records.
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the connection fault for a new connection, if one is pending.
+    fn take_connection_fault(&self) -> Option<ConnectionFault> {
+        let mut pending = self
+            .connection_fault
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (fault, remaining) = pending.as_mut()?;
+        let fault = *fault;
+        *remaining -= 1;
+        if *remaining == 0 {
+            *pending = None;
+        }
+        Some(fault)
     }
 
     /// Completes when the fake shuts down (at once if it already has).
@@ -59,7 +76,11 @@ pub struct FakeTango {
     addr: SocketAddr,
     pub(super) shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
-    accept_task: JoinHandle<()>,
+    pub(super) acceptor: TlsAcceptor,
+    /// The accept loop; `None` while the listener is down (see `chaos`).
+    pub(super) accept_task: Mutex<Option<JoinHandle<()>>>,
+    /// Bumped to make the accept loop end every open connection.
+    pub(super) drop_connections: watch::Sender<u64>,
 }
 
 impl FakeTango {
@@ -79,14 +100,23 @@ impl FakeTango {
             failed_handshakes: AtomicUsize::new(0),
             basic_auth: options.basic_auth.map(|c| Mutex::new(vec![c])),
             port_appending_proxy: AtomicBool::new(false),
+            connection_fault: Mutex::new(None),
             shutdown: shutdown_rx,
         });
-        let accept_task = tokio::spawn(accept_loop(listener, acceptor, shared.clone()));
+        let (drop_connections, drops) = watch::channel(0);
+        let accept_task = tokio::spawn(accept_loop(
+            listener,
+            acceptor.clone(),
+            shared.clone(),
+            drops,
+        ));
         Ok(FakeTango {
             addr,
             shared,
             shutdown,
-            accept_task,
+            acceptor,
+            accept_task: Mutex::new(Some(accept_task)),
+            drop_connections,
         })
     }
 
@@ -221,7 +251,13 @@ impl FakeTango {
     pub fn shutdown(&self) {
         self.shutdown.send_replace(true);
         // Aborting the accept loop drops its JoinSet, which aborts every connection task.
-        self.accept_task.abort();
+        let task = self
+            .accept_task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(task) = task.as_ref() {
+            task.abort();
+        }
     }
 }
 
@@ -270,7 +306,12 @@ fn server_config(options: &FakeTangoOptions) -> io::Result<ServerConfig> {
     Ok(config)
 }
 
-async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>) {
+pub(super) async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    shared: Arc<Shared>,
+    mut drops: watch::Receiver<u64>,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -282,6 +323,8 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<S
                 // Out of file descriptors and the like: back off instead of spinning.
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             },
+            // Told to end every open connection (an error: the fake is being dropped).
+            Ok(()) = drops.changed() => connections.abort_all(),
             // Reap finished connections so the set does not grow without bound.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
@@ -289,6 +332,16 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<S
 }
 
 async fn serve(tcp: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor, shared: Arc<Shared>) {
+    match shared.take_connection_fault() {
+        // Dropping the stream closes it before a byte of the handshake is answered.
+        Some(ConnectionFault::CloseOnAccept) => return,
+        Some(ConnectionFault::HandshakeFailure) => {
+            super::chaos::refuse_handshake(tcp).await;
+            shared.failed_handshakes.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        None => {}
+    }
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(_)) | Err(_) => {

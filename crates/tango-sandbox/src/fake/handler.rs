@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
@@ -21,6 +22,7 @@ use hyper::body::Incoming;
 use super::api_auth::authenticate;
 use super::body::FakeBody;
 use super::fake_tango::Shared;
+use super::inflight;
 use super::oauth::{AuthServer, TokenStep};
 use super::raas::{self, Raas};
 use super::token_route;
@@ -47,6 +49,8 @@ pub(super) struct State {
     pub(super) oauth: Option<AuthServer>,
     /// `401`s the API side answered, whatever the reason.
     pub(super) api_auth_failures: usize,
+    /// Orders with an `externalRefID` being acted on, and those that met another.
+    pub(super) orders_in_flight: inflight::OrdersInFlight,
 }
 
 /// Where a request goes after the ALB rule.
@@ -147,7 +151,17 @@ async fn api(
     too_large: bool,
     fault: Option<Fault>,
 ) -> Result<Response<FakeBody>, DropConnection> {
+    // A request that will be acted on (no fault, or one that only delays or slows the
+    // answer) is in flight from here until its answer is made.
+    let acts = matches!(
+        fault,
+        None | Some(Fault::Delay(_) | Fault::StallBody { .. } | Fault::SlowBody { .. })
+    );
+    let _in_flight = acts
+        .then(|| inflight::OrderInFlight::begin(&shared, &parts.method, path, body))
+        .flatten();
     let mut stall_after = None;
+    let mut slow = None;
     match fault {
         Some(Fault::Status {
             status,
@@ -168,6 +182,7 @@ async fn api(
         Some(Fault::ResetAfterRead) => return Err(DropConnection),
         Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
         Some(Fault::StallBody { after_bytes }) => stall_after = Some(after_bytes),
+        Some(Fault::SlowBody { chunk, pause }) => slow = Some((chunk, pause)),
         None => {}
     }
     let response = if too_large {
@@ -182,10 +197,18 @@ async fn api(
         let answer = shared.lock().raas.answer(&parts.method, path, body);
         json(answer.status, &answer.body)
     };
-    Ok(match stall_after {
-        Some(after_bytes) => stall(response, after_bytes, shared),
-        None => response,
+    Ok(match (stall_after, slow) {
+        (Some(after_bytes), _) => stall(response, after_bytes, shared),
+        (None, Some((chunk, pause))) => slow_down(response, chunk, pause),
+        (None, None) => response,
     })
+}
+
+/// Re-sends `response` with its body slowed down to `chunk` bytes per `pause`.
+fn slow_down(response: Response<FakeBody>, chunk: usize, pause: Duration) -> Response<FakeBody> {
+    let (parts, body) = response.into_parts();
+    let bytes = body.into_full().unwrap_or_default();
+    Response::from_parts(parts, FakeBody::slow(bytes, chunk, pause))
 }
 
 pub(super) fn json(status: StatusCode, body: &serde_json::Value) -> Response<FakeBody> {

@@ -9,14 +9,18 @@
 //! listener and per-connection serving), `handler` (one request: record, ALB, faults, auth,
 //! RaaS), `api_auth` (an API request's credentials: OAuth token and proof, or Basic), `oauth`
 //! (the authorization server and the API's token check, pure), `token_route` (`/oauth/token`:
-//! its faults, then `oauth`), `body` (whole or stalling response bodies).
+//! its faults, then `oauth`), `body` (whole, stalling or slow response bodies), `chaos`
+//! (network-level faults and bulk observation for long fault-injection runs), `inflight`
+//! (concurrent requests for one `externalRefID`).
 
 pub mod alb;
 mod api_auth;
 mod body;
+mod chaos;
 pub mod dpop_verify;
 mod fake_tango;
 mod handler;
+mod inflight;
 mod oauth;
 pub mod raas;
 mod rotation;
@@ -155,6 +159,20 @@ pub enum Fault {
     Delay(Duration),
     /// Send the headers and `after_bytes` of the body, then stall forever.
     StallBody { after_bytes: usize },
+    /// Answer normally, but send the body `chunk` bytes at a time with `pause` between chunks
+    /// (slow, yet never silent for longer than `pause`).
+    SlowBody { chunk: usize, pause: Duration },
+}
+
+/// Misbehaviour of the fake's listener for the next new connections (see
+/// [`FakeTango::set_connection_fault`]); requests on open connections are not affected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionFault {
+    /// Close the connection as soon as it is accepted, before the TLS handshake: the client's
+    /// request never reaches the server.
+    CloseOnAccept,
+    /// Read the client's first TLS flight and answer a fatal `handshake_failure` alert.
+    HandshakeFailure,
 }
 
 /// One request as the fake received it (after the TLS handshake).

@@ -139,6 +139,8 @@ pub(super) struct AuthServer {
     refuse_all: bool,
     token_requests: usize,
     tokens_issued: usize,
+    /// Every token issued, in order (for scanning a client's output for leaked tokens).
+    issued: IssuedTokens,
     last_rejection: Option<String>,
 }
 
@@ -155,6 +157,7 @@ impl AuthServer {
             refuse_all: false,
             token_requests: 0,
             tokens_issued: 0,
+            issued: IssuedTokens::default(),
             last_rejection: None,
         })
     }
@@ -219,6 +222,14 @@ impl AuthServer {
         self.tokens_issued
     }
 
+    pub(super) fn issued(&self) -> &[String] {
+        &self.issued.0
+    }
+
+    pub(super) fn record_issued(&mut self, token: &str) {
+        self.issued.0.push(token.to_owned());
+    }
+
     pub(super) fn last_rejection(&self) -> Option<String> {
         self.last_rejection.clone()
     }
@@ -277,6 +288,16 @@ impl AuthServer {
     /// The current nonce, for the API's `use_dpop_nonce` challenge and tests.
     pub(super) fn nonce(&self) -> &str {
         &self.nonce
+    }
+}
+
+/// The tokens issued so far; `Debug` shows only how many (they are secrets).
+#[derive(Default)]
+struct IssuedTokens(Vec<String>);
+
+impl std::fmt::Debug for IssuedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{} tokens redacted]", self.0.len())
     }
 }
 

@@ -114,8 +114,10 @@ impl AuthServer {
         if let Some(jkt) = &jkt {
             claims["cnf"] = json!({ "jkt": jkt });
         }
+        let access_token = self.signer.mint(&claims);
+        self.record_issued(&access_token);
         let mut body = json!({
-            "access_token": self.signer.mint(&claims),
+            "access_token": access_token,
             "token_type": self.token_type(jkt.is_some()),
             "expires_in": lifetime,
         });
