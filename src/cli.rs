@@ -305,6 +305,12 @@ fn check(path: PathBuf) -> ExitCode {
         return ExitCode::from(EXIT_CONFIG);
     }
     print!("{}", config::summary(&config, SystemTime::now()));
+    // Valid, but likely to fail against Tango or unsafe as it is: said, exit code unchanged.
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let secret_files = config::secret_files(&path, &env);
+    for warning in config::warnings(&config, &secret_files, SystemTime::now()) {
+        eprintln!("warning: {}: {warning}", path.display());
+    }
     println!("{}: OK", path.display());
     ExitCode::SUCCESS
 }

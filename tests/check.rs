@@ -305,3 +305,125 @@ fn the_committed_schema_is_what_the_binary_prints() {
     .unwrap();
     assert!(example.starts_with("# yaml-language-server: $schema=./gateway.schema.json"));
 }
+
+/// Runs `check` on `yaml`, expects exit 0 and returns the `warning:` lines of stderr.
+fn warnings_of(dir: &Path, yaml: &str) -> Vec<String> {
+    let output = check(dir, yaml, Some(PLATFORM));
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(0), "stderr:\n{stderr}");
+    stderr
+        .lines()
+        .filter(|line| line.starts_with("warning: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_good_local_config_has_no_warning() {
+    let dir = material();
+    assert_eq!(
+        warnings_of(dir.path(), &good_yaml(dir.path())),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn a_client_certificate_sent_to_the_standard_endpoint_is_a_warning() {
+    let dir = material();
+    let yaml = good_yaml(dir.path()).replace("https://localhost:8443", "https://api.tangocard.com");
+    let warnings = warnings_of(dir.path(), &yaml);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("routes[0].upstream.url"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[0].contains("mtls.tango-api.bhn.com"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn an_mtls_endpoint_without_a_client_certificate_is_a_warning() {
+    let dir = material();
+    let yaml = format!(
+        "{}{}",
+        good_yaml(dir.path()),
+        second_route("mtls", "/mtls/").replace(
+            "https://localhost:8443",
+            "https://mtls.sandbox-tango-api.bhn.com"
+        )
+    );
+    let warnings = warnings_of(dir.path(), &yaml);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("routes[1].upstream.url"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[0].contains("no client certificate"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn one_credential_for_sandbox_and_production_is_a_warning_that_shows_no_secret() {
+    let dir = material();
+    let sandbox = good_yaml(dir.path()).replace(
+        "https://localhost:8443",
+        "https://mtls.sandbox-tango-api.bhn.com",
+    );
+    let production_route = sandbox
+        .split("routes:\n")
+        .nth(1)
+        .unwrap()
+        .replace("name: raas", "name: raas-prod")
+        .replace("/raas/v2/", "/prod/")
+        .replace("mtls.sandbox-tango-api.bhn.com", "mtls.tango-api.bhn.com");
+    let warnings = warnings_of(dir.path(), &format!("{sandbox}{production_route}"));
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("routes[0].auth and routes[1].auth"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn a_certificate_expiring_within_30_days_is_a_warning() {
+    let dir = material();
+    let pki_ca = DevPki::generate().unwrap();
+    let soon = pki_ca
+        .ca
+        .issue_client(&ClientSpec::new("soon-client").valid_for_days(10))
+        .unwrap();
+    let write = |name: &str, text: &str, mode: u32| {
+        write_new_file(&dir.path().join(name), text.as_bytes(), mode, false).unwrap();
+    };
+    write("soon.pem", &soon.cert_pem, 0o644);
+    write("soon.key", soon.key_pem.expose_secret(), KEY_FILE_MODE);
+    let yaml = good_yaml(dir.path())
+        .replace("client.pem", "soon.pem")
+        .replace("client.key", "soon.key");
+    let warnings = warnings_of(dir.path(), &yaml);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("routes[0].upstream.tls"),
+        "{warnings:?}"
+    );
+    assert!(warnings[0].contains("expires in"), "{warnings:?}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_secret_file_readable_by_others_is_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = material();
+    let key_file = dir.path().join("api-key");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let warnings = warnings_of(dir.path(), &good_yaml(dir.path()));
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("routes[0].auth.basic.password_file") && warnings[0].contains("0644"),
+        "{warnings:?}"
+    );
+}

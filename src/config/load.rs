@@ -109,6 +109,18 @@ pub fn watched_files(path: &Path, env: &HashMap<String, String>) -> Vec<PathBuf>
     files
 }
 
+/// Every file of the configuration that holds a secret or a private key, with its key path
+/// (for `check`'s permission warnings, §11). Empty when the file cannot be read.
+pub fn secret_files(path: &Path, env: &HashMap<String, String>) -> Vec<(String, PathBuf)> {
+    let mut ignored = Problems::default();
+    read_raw(path, env, &mut ignored).map_or_else(Vec::new, |raw| {
+        raw.secret_files()
+            .into_iter()
+            .map(|(key, file)| (key, PathBuf::from(file)))
+            .collect()
+    })
+}
+
 /// The file merged with env overrides and interpolated, as the serde mirror. `None` when it
 /// cannot be read or parsed (the problems say why).
 fn read_raw(

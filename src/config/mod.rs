@@ -17,6 +17,7 @@ mod tls;
 mod token_cache;
 mod upstream_url;
 mod validate;
+mod warnings;
 
 #[cfg(test)]
 mod example_tests;
@@ -26,13 +27,14 @@ pub(crate) mod test_support;
 pub use duration::parse_duration;
 pub use errors::{ConfigErrors, ConfigProblem};
 pub use interpolate::interpolate_str;
-pub use load::{load, load_with_env, watched_files, ENV_PREFIX};
+pub use load::{load, load_with_env, secret_files, watched_files, ENV_PREFIX};
 pub use model::*;
 pub use net::{normalise_prefix, parse_cidr, redact_userinfo};
 pub use orders::{
     DEFAULT_DUPLICATE_WINDOW, DEFAULT_MAX_REFERENCES, MAX_AMOUNT as MAX_ORDER_AMOUNT, NO_CALLER,
 };
 pub use summary::summary;
+pub use warnings::warnings;
 
 /// The JSON Schema of the configuration file, pretty-printed: what `tango-gateway schema`
 /// prints and `config/gateway.schema.json` holds. Derived from the serde mirror the loader

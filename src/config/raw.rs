@@ -181,6 +181,57 @@ impl RawConfig {
     }
 }
 
+impl RawConfig {
+    /// Every file that holds a secret or a private key, with its key path: the files that
+    /// must not be readable by group or others (`check` warns, §11).
+    pub(super) fn secret_files(&self) -> Vec<(String, String)> {
+        let mut files: Vec<(String, Option<&Text>)> = Vec::new();
+        for (i, route) in self.routes.iter().flatten().enumerate() {
+            let base = format!("routes[{i}]");
+            if let Some(tls) = route.upstream.as_ref().and_then(|u| u.tls.as_ref()) {
+                files.push((
+                    format!("{base}.upstream.tls.client_key_file"),
+                    tls.client_key_file.as_ref(),
+                ));
+            }
+            if let Some(RawAuth::Map(auth)) = &route.auth {
+                if let Some(basic) = &auth.basic {
+                    files.push((
+                        format!("{base}.auth.basic.password_file"),
+                        basic.password_file.as_ref(),
+                    ));
+                }
+                if let Some(oauth) = &auth.oauth2 {
+                    let key = |k: &str| format!("{base}.auth.oauth2.{k}");
+                    files.push((key("client_secret_file"), oauth.client_secret_file.as_ref()));
+                    files.push((key("password_file"), oauth.password_file.as_ref()));
+                    files.push((
+                        key("dpop.key_file"),
+                        oauth.dpop.as_ref().and_then(|d| d.key_file.as_ref()),
+                    ));
+                    files.push((
+                        key("tls.client_key_file"),
+                        oauth.tls.as_ref().and_then(|t| t.client_key_file.as_ref()),
+                    ));
+                }
+            }
+        }
+        files.push((
+            "token_cache.url_file".to_owned(),
+            self.token_cache.as_ref().and_then(|c| c.url_file.as_ref()),
+        ));
+        files.push((
+            "orders.url_file".to_owned(),
+            self.orders.as_ref().and_then(|o| o.url_file.as_ref()),
+        ));
+        files
+            .into_iter()
+            .filter_map(|(key, file)| file.map(|Text(path)| (key, path.trim().to_owned())))
+            .filter(|(_, path)| !path.is_empty())
+            .collect()
+    }
+}
+
 #[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAdmin {
