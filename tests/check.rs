@@ -427,3 +427,47 @@ fn a_secret_file_readable_by_others_is_a_warning() {
         "{warnings:?}"
     );
 }
+
+#[test]
+fn a_proxy_must_be_plain_http_without_credentials_in_its_url() {
+    let dir = material();
+    let with = |proxy: &str| {
+        good_yaml(dir.path()).replace(
+            "      timeout: 15s\n",
+            &format!("      timeout: 15s\n      proxy: \"{proxy}\"\n"),
+        )
+    };
+    assert_refused(
+        dir.path(),
+        &with("https://proxy:3128"),
+        "routes[0].upstream.proxy",
+    );
+    assert_refused(
+        dir.path(),
+        &with("http://u:p@proxy:3128"),
+        "routes[0].upstream.proxy",
+    );
+    let output = check(
+        dir.path(),
+        &with("http://proxy.internal:3128"),
+        Some(PLATFORM),
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn proxy_auth_without_a_proxy_is_refused() {
+    let dir = material();
+    let yaml = good_yaml(dir.path()).replace(
+        "      timeout: 15s\n",
+        "      timeout: 15s\n      proxy_auth: \"user:secret-proxy-pw\"\n",
+    );
+    assert_refused(dir.path(), &yaml, "routes[0].upstream.proxy_auth");
+    let output = check(dir.path(), &yaml, Some(PLATFORM));
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("secret-proxy-pw"));
+}

@@ -11,9 +11,10 @@ use super::errors::{join, Problems};
 use super::fields::{choice, optional, required, secret};
 use super::model::{
     AuthConfig, BasicAuthConfig, ClientAuthMethod, DpopKeyConfig, OAuth2Config, OAuthGrant,
-    TlsConfig, TokenCacheConfig,
+    ProxyConfig, TlsConfig, TokenCacheConfig,
 };
 use super::net::parse_url;
+use super::proxy::{proxy, RawProxy};
 use super::raw::{RawAuth, RawBasic, RawDpop, RawOAuth2};
 use super::tls::tls;
 
@@ -22,6 +23,7 @@ pub(crate) const DEFAULT_REFRESH_AT: f64 = 0.8;
 /// Everything of the route that `auth` depends on.
 pub(crate) struct AuthContext<'a> {
     pub upstream_tls: &'a TlsConfig,
+    pub upstream_proxy: Option<&'a ProxyConfig>,
     pub allow_http: bool,
     pub token_cache: &'a TokenCacheConfig,
     pub now: SystemTime,
@@ -157,6 +159,18 @@ fn oauth2(
         None => Some(ctx.upstream_tls.clone()),
         Some(t) => tls(p, &key("tls"), t, ctx.now),
     };
+    let proxy = match proxy(
+        p,
+        path,
+        RawProxy {
+            url: &raw.proxy,
+            auth: &raw.proxy_auth,
+            auth_file: &raw.proxy_auth_file,
+        },
+    ) {
+        Some(None) => Some(ctx.upstream_proxy.cloned()),
+        other => other,
+    };
     if p.len() > before {
         return None;
     }
@@ -173,6 +187,7 @@ fn oauth2(
         refresh_at,
         dpop: dpop?,
         tls: tls?,
+        proxy: proxy?,
     })
 }
 

@@ -9,6 +9,7 @@ mod log_level;
 mod model;
 mod net;
 mod orders;
+mod proxy;
 mod raw;
 mod retry;
 mod route;
@@ -33,6 +34,7 @@ pub use net::{normalise_prefix, parse_cidr, redact_userinfo};
 pub use orders::{
     DEFAULT_DUPLICATE_WINDOW, DEFAULT_MAX_REFERENCES, MAX_AMOUNT as MAX_ORDER_AMOUNT, NO_CALLER,
 };
+pub use proxy::proxy_authorization;
 pub use summary::summary;
 pub use warnings::warnings;
 

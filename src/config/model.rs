@@ -220,6 +220,35 @@ pub struct UpstreamConfig {
     pub deadline: Option<Duration>,
     pub allow_insecure_upstream: bool,
     pub tls: TlsConfig,
+    /// `upstream.proxy`: reached with CONNECT; TLS to the upstream runs inside the tunnel.
+    pub proxy: Option<ProxyConfig>,
+}
+
+/// An `http://` forward proxy (§13). `Debug` shows the URL only.
+#[derive(Clone)]
+pub struct ProxyConfig {
+    /// `http://host:port` (the port made explicit).
+    pub url: http::Uri,
+    /// `user:password`, sent as Basic `Proxy-Authorization` on the CONNECT only.
+    pub auth: Option<SecretString>,
+}
+
+impl std::fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyConfig")
+            .field("url", &self.url.to_string())
+            .field("auth", &self.auth.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+impl ProxyConfig {
+    /// `host:port`, for logs.
+    pub fn address(&self) -> String {
+        self.url
+            .authority()
+            .map_or_else(String::new, |a| a.as_str().to_owned())
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -293,6 +322,8 @@ pub struct OAuth2Config {
     pub dpop: Option<DpopKeyConfig>,
     /// `oauth2.tls`, or the route's `upstream.tls` when absent (§9).
     pub tls: TlsConfig,
+    /// `oauth2.proxy`, or the route's `upstream.proxy` when absent (the same egress path).
+    pub proxy: Option<ProxyConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -158,6 +158,12 @@ impl RawConfig {
         for route in self.routes.iter().flatten() {
             let tls = route.upstream.as_ref().and_then(|u| u.tls.as_ref());
             files.extend(tls_files(tls));
+            files.push(
+                route
+                    .upstream
+                    .as_ref()
+                    .and_then(|u| u.proxy_auth_file.as_ref()),
+            );
             if let Some(RawAuth::Map(auth)) = &route.auth {
                 if let Some(basic) = &auth.basic {
                     files.push(basic.password_file.as_ref());
@@ -165,6 +171,7 @@ impl RawConfig {
                 if let Some(oauth) = &auth.oauth2 {
                     files.extend(tls_files(oauth.tls.as_ref()));
                     files.push(oauth.client_secret_file.as_ref());
+                    files.push(oauth.proxy_auth_file.as_ref());
                     files.push(oauth.password_file.as_ref());
                     files.push(oauth.dpop.as_ref().and_then(|d| d.key_file.as_ref()));
                 }
@@ -188,6 +195,12 @@ impl RawConfig {
         let mut files: Vec<(String, Option<&Text>)> = Vec::new();
         for (i, route) in self.routes.iter().flatten().enumerate() {
             let base = format!("routes[{i}]");
+            if let Some(upstream) = &route.upstream {
+                files.push((
+                    format!("{base}.upstream.proxy_auth_file"),
+                    upstream.proxy_auth_file.as_ref(),
+                ));
+            }
             if let Some(tls) = route.upstream.as_ref().and_then(|u| u.tls.as_ref()) {
                 files.push((
                     format!("{base}.upstream.tls.client_key_file"),
@@ -204,6 +217,7 @@ impl RawConfig {
                 if let Some(oauth) = &auth.oauth2 {
                     let key = |k: &str| format!("{base}.auth.oauth2.{k}");
                     files.push((key("client_secret_file"), oauth.client_secret_file.as_ref()));
+                    files.push((key("proxy_auth_file"), oauth.proxy_auth_file.as_ref()));
                     files.push((key("password_file"), oauth.password_file.as_ref()));
                     files.push((
                         key("dpop.key_file"),
@@ -367,6 +381,11 @@ pub(super) struct RawUpstream {
     pub deadline: Option<Text>,
     pub allow_insecure_upstream: Option<bool>,
     pub tls: Option<RawTls>,
+    /// An `http://` forward proxy reached with CONNECT.
+    pub proxy: Option<Text>,
+    /// `user:password` for the proxy (Basic `Proxy-Authorization` on the CONNECT).
+    pub proxy_auth: Option<Text>,
+    pub proxy_auth_file: Option<Text>,
 }
 
 #[derive(Deserialize, Default, JsonSchema)]
@@ -438,6 +457,10 @@ pub(super) struct RawOAuth2 {
     pub refresh_at: Option<f64>,
     pub dpop: Option<RawDpop>,
     pub tls: Option<RawTls>,
+    /// The token endpoint's proxy; the route's `upstream.proxy` when absent.
+    pub proxy: Option<Text>,
+    pub proxy_auth: Option<Text>,
+    pub proxy_auth_file: Option<Text>,
 }
 
 #[derive(Deserialize, Default, JsonSchema)]

@@ -15,6 +15,7 @@ use super::model::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_UPSTREAM_TIMEOUT,
 };
 use super::net::{normalise_prefix, parse_cidr};
+use super::proxy::{proxy, RawProxy};
 use super::raw::{RawRoute, RawUpstream, Texts};
 use super::retry::retry;
 use super::tls::tls;
@@ -87,6 +88,7 @@ pub(crate) fn route(
     let fallback_tls = TlsConfig::default();
     let ctx = AuthContext {
         upstream_tls: upstream.as_ref().map_or(&fallback_tls, |u| &u.tls),
+        upstream_proxy: upstream.as_ref().and_then(|u| u.proxy.as_ref()),
         allow_http: raw
             .upstream
             .as_ref()
@@ -150,6 +152,15 @@ fn upstream(
         None => Some(TlsConfig::default()),
         Some(t) => tls(p, &key("tls"), t, now),
     };
+    let proxy = proxy(
+        p,
+        path,
+        RawProxy {
+            url: &raw.proxy,
+            auth: &raw.proxy_auth,
+            auth_file: &raw.proxy_auth_file,
+        },
+    );
     if p.len() > before {
         return None;
     }
@@ -161,5 +172,6 @@ fn upstream(
         deadline: deadline?,
         allow_insecure_upstream,
         tls: tls?,
+        proxy: proxy?,
     })
 }

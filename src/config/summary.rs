@@ -106,6 +106,14 @@ fn write_summary(s: &mut String, c: &Config, now: SystemTime) -> std::fmt::Resul
             writeln!(s, "  callers: {}", callers.join(", "))?;
         }
         writeln!(s, "  upstream: {}", r.upstream.url)?;
+        if let Some(proxy) = &r.upstream.proxy {
+            let auth = if proxy.auth.is_some() {
+                ", with credentials"
+            } else {
+                ""
+            };
+            writeln!(s, "  proxy: CONNECT via http://{}{auth}", proxy.address())?;
+        }
         let u = &r.upstream;
         writeln!(
             s,

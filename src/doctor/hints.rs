@@ -65,6 +65,10 @@ pub enum Hint {
     NoAdmittedSource,
     /// The route's TLS client, credentials or stack cannot be built.
     Setup,
+    /// The egress proxy answered the CONNECT with `407`.
+    ProxyAuth,
+    /// The egress proxy refused or failed to open the tunnel.
+    ProxyTunnel,
 }
 
 impl fmt::Display for Hint {
@@ -129,6 +133,14 @@ impl fmt::Display for Hint {
                 "the token endpoint answered 403: if a proxy between the gateway and Tango \
                  appends ip:port to X-Forwarded-For, Tango's ALB refuses every request; \
                  otherwise this client may not use oauth2.token_url"
+            }
+            Hint::ProxyAuth => {
+                "the egress proxy wants other credentials: check upstream.proxy_auth (or \
+                 proxy_auth_file), user:password"
+            }
+            Hint::ProxyTunnel => {
+                "the egress proxy did not open a tunnel to the upstream: check that it allows \
+                 CONNECT to this host and port (an allowlist on the proxy), and upstream.proxy"
             }
             Hint::TokenEndpointTls => {
                 "TLS with the token endpoint failed: check oauth2.tls (or upstream.tls when it is \

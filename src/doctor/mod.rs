@@ -174,8 +174,13 @@ async fn diagnose(
     progress(Progress::Route(&run.report));
     let upstream = &route.upstream;
     let endpoint = Endpoint::of(upstream.url.uri());
+    // With a proxy, DNS and TCP are the proxy's; the tunnel step then reaches the upstream.
+    let dialled = match &upstream.proxy {
+        Some(proxy) => Endpoint::of(&proxy.url),
+        None => endpoint.clone(),
+    };
 
-    let addrs = match &endpoint {
+    let addrs = match &dialled {
         Some(endpoint) => run.record(network::resolve(endpoint).await, progress),
         None => {
             run.push(
@@ -194,6 +199,17 @@ async fn diagnose(
             run.skip(Step::Tcp, progress);
             None
         }
+    };
+    let tcp = match (tcp, &upstream.proxy, &endpoint) {
+        (Some(tcp), Some(proxy), Some(endpoint)) => run.record(
+            network::tunnel(tcp, endpoint, proxy, upstream.connect_timeout).await,
+            progress,
+        ),
+        (None, Some(_), _) => {
+            run.skip(Step::Proxy, progress);
+            None
+        }
+        (tcp, _, _) => tcp,
     };
     let stream = match (tcp, &endpoint) {
         (Some(tcp), Some(endpoint)) if endpoint.tls => {

@@ -101,6 +101,72 @@ pub async fn connect(
     (result, None)
 }
 
+/// With `upstream.proxy`: the CONNECT tunnel through the proxy to the upstream, on the
+/// connection the TCP step made to the proxy.
+pub async fn tunnel(
+    mut stream: TcpStream,
+    upstream: &Endpoint,
+    proxy: &crate::config::ProxyConfig,
+    connect_timeout: Duration,
+) -> (StepResult, Option<TcpStream>) {
+    use crate::upstream::connect::{open_tunnel, TunnelError};
+    use secrecy::ExposeSecret;
+    let authorization = proxy.auth.as_ref().and_then(|auth| {
+        http::HeaderValue::from_str(crate::config::proxy_authorization(auth).expose_secret()).ok()
+    });
+    let opening = open_tunnel(
+        &mut stream,
+        &upstream.host,
+        upstream.port,
+        authorization.as_ref(),
+    );
+    let target = format!("{}:{}", upstream.host, upstream.port);
+    match tokio::time::timeout(connect_timeout, opening).await {
+        Ok(Ok(())) => (
+            StepResult::pass(
+                Step::Proxy,
+                format!("{} opened a tunnel to {target}", proxy.address()),
+            ),
+            Some(stream),
+        ),
+        Ok(Err(TunnelError::Refused(status))) => {
+            let hint = if status.contains(" 407") {
+                Hint::ProxyAuth
+            } else {
+                Hint::ProxyTunnel
+            };
+            (
+                StepResult::fail(
+                    Step::Proxy,
+                    format!("{} answered {status}", proxy.address()),
+                    hint,
+                ),
+                None,
+            )
+        }
+        Ok(Err(TunnelError::Io(err))) => (
+            StepResult::fail(
+                Step::Proxy,
+                format!("{}: {err}", proxy.address()),
+                Hint::ProxyTunnel,
+            ),
+            None,
+        ),
+        Err(_) => (
+            StepResult::fail(
+                Step::Proxy,
+                format!(
+                    "{} opened no tunnel within {}",
+                    proxy.address(),
+                    seconds(connect_timeout)
+                ),
+                Hint::ProxyTunnel,
+            ),
+            None,
+        ),
+    }
+}
+
 /// `5s`, `250ms`: how durations read elsewhere in the configuration.
 pub fn seconds(duration: Duration) -> String {
     humantime::format_duration(duration).to_string()

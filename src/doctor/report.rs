@@ -32,6 +32,8 @@ impl Outcome {
 pub enum Step {
     Dns,
     Tcp,
+    /// Only with `upstream.proxy`: the CONNECT tunnel (DNS and TCP are then the proxy's).
+    Proxy,
     Tls,
     ClientCert,
     Token,
@@ -52,6 +54,7 @@ impl Step {
         match self {
             Step::Dns => "DNS",
             Step::Tcp => "TCP",
+            Step::Proxy => "proxy tunnel",
             Step::Tls => "TLS handshake",
             Step::ClientCert => "client certificate",
             Step::Token => "token fetch",

@@ -15,9 +15,11 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use secrecy::ExposeSecret;
 use tower::Service;
 
 use rustls::ClientConfig;
@@ -27,14 +29,48 @@ use super::pool::{Pool, PoolSettings, ResponseFuture, POOL_IDLE_TIMEOUT};
 use super::stall::StallGuard;
 use super::tls::{client_config, TlsSetupError};
 use crate::body::{Payload, ResponseBody};
-use crate::config::{TlsConfig, UpstreamConfig, UpstreamUrl};
+use crate::config::{ProxyConfig, TlsConfig, UpstreamConfig, UpstreamUrl};
 use crate::context::RequestContext;
 use crate::error::{BoxError, ErrorCode, GatewayError};
 use crate::headers::hop_by_hop;
 use crate::metrics::{metrics, RouteLabels};
 use crate::rt::PerWorker;
 
-pub type HttpsClient = Client<HttpsConnector<HttpConnector>, Payload>;
+pub type HttpsClient = Client<HttpsConnector<EgressConnector>, Payload>;
+
+/// The TCP connector of the general-purpose client: straight to the host, or through a
+/// forward proxy's CONNECT tunnel (`oauth2.proxy`, `upstream.proxy`), hyper-util's `Tunnel`.
+#[derive(Clone)]
+pub enum EgressConnector {
+    Direct(HttpConnector),
+    Tunnel(Tunnel<HttpConnector>),
+}
+
+impl Service<Uri> for EgressConnector {
+    type Response = TokioIo<tokio::net::TcpStream>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        match self {
+            EgressConnector::Direct(http) => http.poll_ready(cx).map_err(Into::into),
+            EgressConnector::Tunnel(tunnel) => tunnel.poll_ready(cx).map_err(Into::into),
+        }
+    }
+
+    fn call(&mut self, destination: Uri) -> Self::Future {
+        match self {
+            EgressConnector::Direct(http) => {
+                let connecting = http.call(destination);
+                Box::pin(async move { connecting.await.map_err(Into::into) })
+            }
+            EgressConnector::Tunnel(tunnel) => {
+                let connecting = tunnel.call(destination);
+                Box::pin(async move { connecting.await.map_err(Into::into) })
+            }
+        }
+    }
+}
 
 /// Builds the pooled client of one upstream: keep-alive, ALPN h2/http1.1, verified TLS.
 pub fn build_client(upstream: &UpstreamConfig) -> Result<HttpsClient, TlsSetupError> {
@@ -42,6 +78,7 @@ pub fn build_client(upstream: &UpstreamConfig) -> Result<HttpsClient, TlsSetupEr
         &upstream.tls,
         upstream.connect_timeout,
         upstream.allow_insecure_upstream,
+        upstream.proxy.as_ref(),
     )
 }
 
@@ -77,20 +114,41 @@ pub fn build_https_client(
     tls: &TlsConfig,
     connect_timeout: Duration,
     allow_insecure: bool,
+    proxy: Option<&ProxyConfig>,
 ) -> Result<HttpsClient, TlsSetupError> {
     Ok(https_client(
         client_config(tls)?,
         connect_timeout,
         allow_insecure,
+        proxy,
     ))
 }
 
-fn https_client(tls: ClientConfig, connect_timeout: Duration, allow_insecure: bool) -> HttpsClient {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_nodelay(true);
-    http.set_keepalive(Some(TCP_KEEPALIVE));
+fn https_client(
+    tls: ClientConfig,
+    connect_timeout: Duration,
+    allow_insecure: bool,
+    proxy: Option<&ProxyConfig>,
+) -> HttpsClient {
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_connect_timeout(Some(connect_timeout));
+    tcp.set_nodelay(true);
+    tcp.set_keepalive(Some(TCP_KEEPALIVE));
+    let http = match proxy {
+        None => EgressConnector::Direct(tcp),
+        Some(proxy) => {
+            let mut tunnel = Tunnel::new(proxy.url.clone(), tcp);
+            if let Some(auth) = &proxy.auth {
+                let value = crate::config::proxy_authorization(auth);
+                if let Ok(mut value) = http::HeaderValue::from_str(value.expose_secret()) {
+                    value.set_sensitive(true);
+                    tunnel = tunnel.with_auth(value);
+                }
+            }
+            EgressConnector::Tunnel(tunnel)
+        }
+    };
     let schemes = HttpsConnectorBuilder::new().with_tls_config(tls);
     let https = if allow_insecure {
         schemes

@@ -16,6 +16,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
+use secrecy::ExposeSecret;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -57,6 +58,14 @@ pub enum ConnectError {
     TlsTimeout,
     #[error("the new upstream connection closed before it took the request")]
     ClosedBeforeSend(#[source] BoxError),
+    #[error("the proxy {proxy} refused the tunnel ({status})")]
+    ProxyRefused { proxy: String, status: String },
+    #[error("the proxy {proxy} did not open the tunnel")]
+    ProxyFailed {
+        proxy: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// How the bytes travel: verified TLS, plain TCP (allowed by configuration) or not at all.
@@ -83,6 +92,17 @@ pub struct Destination {
     /// (what the previous client sent).
     host_header: HeaderValue,
     h2: http2::Builder<TokioExecutor>,
+    /// `upstream.proxy`: the TCP connection goes to it, then a CONNECT tunnel to the
+    /// upstream carries TLS end to end.
+    proxy: Option<Proxy>,
+}
+
+/// A forward proxy as the connector uses it.
+struct Proxy {
+    host: Box<str>,
+    port: u16,
+    /// `Basic …` for `Proxy-Authorization`, marked sensitive.
+    authorization: Option<HeaderValue>,
 }
 
 /// A connection ready for its first request, with its task running on this runtime.
@@ -122,6 +142,7 @@ impl Destination {
             scheme: url.scheme().clone(),
             authority: url.authority().clone(),
             h2,
+            proxy: upstream.proxy.as_ref().and_then(Proxy::new),
         }
     }
 
@@ -152,14 +173,14 @@ impl Destination {
         match &self.transport {
             Transport::Refused => Err(ConnectError::InsecureRefused.into()),
             Transport::Plain => {
-                let tcp = self.tcp(deadline).await?;
+                let tcp = self.transport_stream(deadline).await?;
                 start_http1(tcp).await
             }
             Transport::Tls {
                 connector,
                 server_name,
             } => {
-                let tcp = self.tcp(deadline).await?;
+                let tcp = self.transport_stream(deadline).await?;
                 let handshake = connector.connect(server_name.clone(), tcp);
                 let tls = tokio::time::timeout(self.left_until(deadline), handshake)
                     .await
@@ -181,12 +202,49 @@ impl Destination {
         })
     }
 
+    /// TCP to the upstream, or through the proxy's CONNECT tunnel to it.
+    async fn transport_stream(&self, deadline: Option<Instant>) -> Result<TcpStream, ConnectError> {
+        let Some(proxy) = &self.proxy else {
+            return self.tcp(&self.host, self.port, deadline).await;
+        };
+        let mut stream = self.tcp(&proxy.host, proxy.port, deadline).await?;
+        let tunnel = open_tunnel(
+            &mut stream,
+            &self.host,
+            self.port,
+            proxy.authorization.as_ref(),
+        );
+        match tokio::time::timeout(self.left_until(deadline), tunnel).await {
+            Ok(Ok(())) => Ok(stream),
+            Ok(Err(err)) => {
+                let err = match err {
+                    TunnelError::Refused(status) => ConnectError::ProxyRefused {
+                        proxy: proxy.address(),
+                        status,
+                    },
+                    TunnelError::Io(source) => ConnectError::ProxyFailed {
+                        proxy: proxy.address(),
+                        source,
+                    },
+                };
+                tracing::warn!(error = %err, upstream = %self.authority, "the egress proxy did not open a tunnel to the upstream");
+                Err(err)
+            }
+            Err(_) => Err(ConnectError::Timeout),
+        }
+    }
+
     /// Resolves and connects, trying the addresses in order; resolution and all attempts
     /// together end by `deadline`, its time shared out evenly among the addresses left, so
     /// one black-holed address does not use up the whole budget.
-    async fn tcp(&self, deadline: Option<Instant>) -> Result<TcpStream, ConnectError> {
+    async fn tcp(
+        &self,
+        host: &str,
+        port: u16,
+        deadline: Option<Instant>,
+    ) -> Result<TcpStream, ConnectError> {
         let left_until = |deadline| self.left_until(deadline);
-        let resolve = tokio::net::lookup_host((&*self.host, self.port));
+        let resolve = tokio::net::lookup_host((host, port));
         let addresses: Vec<SocketAddr> = tokio::time::timeout(left_until(deadline), resolve)
             .await
             .map_err(|_| ConnectError::Timeout)?
@@ -204,6 +262,115 @@ impl Destination {
         }
         Err(last)
     }
+}
+
+impl Proxy {
+    fn new(config: &crate::config::ProxyConfig) -> Option<Self> {
+        let authority = config.url.authority()?;
+        let authorization = config.auth.as_ref().and_then(|auth| {
+            let value = crate::config::proxy_authorization(auth);
+            let mut value = HeaderValue::from_str(value.expose_secret()).ok()?;
+            value.set_sensitive(true);
+            Some(value)
+        });
+        Some(Proxy {
+            host: authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .into(),
+            port: authority.port_u16().unwrap_or(80),
+            authorization,
+        })
+    }
+
+    fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Why a CONNECT tunnel did not open.
+pub(crate) enum TunnelError {
+    /// The proxy answered with a non-2xx status line (its text, e.g. `407 Proxy
+    /// Authentication Required`, shortened).
+    Refused(String),
+    Io(io::Error),
+}
+
+/// The longest CONNECT answer head read: a proxy's answer is a status line and a few headers.
+const MAX_TUNNEL_HEAD: usize = 8 * 1024;
+
+/// Opens a CONNECT tunnel to `host:port` over `stream` (RFC 9110 §9.3.6).
+///
+/// Written here rather than with hyper-util's `Tunnel` connector: the gateway's pool dials
+/// its own TCP connections (addresses tried in turn within one `connect_timeout`), and the
+/// exchange is one request head out and one response head in.
+pub(crate) async fn open_tunnel(
+    stream: &mut TcpStream,
+    host: &str,
+    port: u16,
+    authorization: Option<&HeaderValue>,
+) -> Result<(), TunnelError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let target = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let mut head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n").into_bytes();
+    if let Some(value) = authorization {
+        head.extend_from_slice(b"Proxy-Authorization: ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    stream.write_all(&head).await.map_err(TunnelError::Io)?;
+    // Read up to the end of the answer's head. Nothing may follow it: TLS starts with our
+    // ClientHello, so the upstream sends nothing until we do.
+    let mut answer = Vec::with_capacity(256);
+    let mut chunk = [0u8; 512];
+    let end = loop {
+        let read = stream.read(&mut chunk).await.map_err(TunnelError::Io)?;
+        if read == 0 {
+            return Err(TunnelError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the proxy closed the connection",
+            )));
+        }
+        answer.extend_from_slice(&chunk[..read]);
+        if let Some(at) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        if answer.len() > MAX_TUNNEL_HEAD {
+            return Err(TunnelError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the proxy's answer head is too long",
+            )));
+        }
+    };
+    let status_line = answer
+        .split(|&b| b == b'\n')
+        .next()
+        .map(|line| String::from_utf8_lossy(line).trim().to_owned())
+        .unwrap_or_default();
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default();
+    let code = parts.next().unwrap_or_default();
+    if !version.starts_with("HTTP/1.") || !code.starts_with('2') || code.len() != 3 {
+        let shown: String = status_line
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(80)
+            .collect();
+        return Err(TunnelError::Refused(shown));
+    }
+    if answer.len() > end {
+        return Err(TunnelError::Io(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the proxy sent data before the tunnel was used",
+        )));
+    }
+    Ok(())
 }
 
 async fn start_http1<T>(io: T) -> Result<Connection, BoxError>

@@ -284,6 +284,7 @@ fn upstream(url: &str, ca: &Ca, allow_insecure: bool) -> UpstreamConfig {
             extra_roots: vec![ca.cert().cert_der.clone()],
             ..TlsConfig::default()
         },
+        proxy: None,
     }
 }
 

@@ -98,7 +98,12 @@ impl TokenClient {
         nonces: Arc<Nonces>,
     ) -> Result<Self, TlsSetupError> {
         let allow_http = config.token_url.scheme_str() == Some("http");
-        let http = build_https_client(&config.tls, CONNECT_TIMEOUT, allow_http)?;
+        let http = build_https_client(
+            &config.tls,
+            CONNECT_TIMEOUT,
+            allow_http,
+            config.proxy.as_ref(),
+        )?;
         let origin = nonce::origin(&config.token_url).unwrap_or_default();
         Ok(TokenClient {
             http,
@@ -133,6 +138,7 @@ impl TokenClient {
                 extra_roots: vec![ca.cert().cert_der.clone()],
                 ..TlsConfig::default()
             },
+            proxy: None,
         };
         TokenClient::new(Arc::new(config), dpop, Arc::default()).unwrap()
     }

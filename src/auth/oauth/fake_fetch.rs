@@ -138,5 +138,6 @@ fn config(refresh_at: f64) -> OAuth2Config {
         refresh_at,
         dpop: None,
         tls: TlsConfig::default(),
+        proxy: None,
     }
 }
