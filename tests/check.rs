@@ -471,3 +471,34 @@ fn proxy_auth_without_a_proxy_is_refused() {
     let output = check(dir.path(), &yaml, Some(PLATFORM));
     assert!(!String::from_utf8_lossy(&output.stderr).contains("secret-proxy-pw"));
 }
+
+#[test]
+fn unknown_keys_and_wrong_types_do_not_hide_the_other_problems() {
+    let dir = material();
+    let yaml = good_yaml(dir.path())
+        .replace(
+            "listen: \"127.0.0.1:0\"\nadmin:",
+            "listen: \"127.0.0.1:0\"\nlsiten: x\nadmin:",
+        )
+        .replace("  mode: append\n", "  mode: append\n  frobnicate: true\n")
+        .replace(
+            "      timeout: 15s\n",
+            "      timeout: fast\n      tiemout: 5s\n",
+        )
+        .replace("inbound:\n", "inbound:\n  max_body_bytes: big\n");
+    let output = check(dir.path(), &yaml, Some(PLATFORM));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "stderr:\n{stderr}");
+    for key in [
+        "lsiten: unknown field",
+        "forwarded_for.frobnicate: unknown field",
+        "routes[0].upstream.tiemout: unknown field",
+        "routes[0].upstream.timeout: not a duration",
+        "inbound.max_body_bytes: invalid type",
+    ] {
+        assert!(
+            stderr.contains(key),
+            "stderr does not say {key:?}:\n{stderr}"
+        );
+    }
+}

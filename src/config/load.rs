@@ -42,11 +42,26 @@ pub(crate) fn load_at(
         problems: name_env_sources(problems.0, env),
     };
     let mut problems = Problems::default();
-    let raw =
+    let (raw, removed) =
         read_raw(path, env, &mut problems).ok_or_else(|| fail(std::mem::take(&mut problems)))?;
+    let shape_problems = problems.len();
     match validate(raw, path, now, &mut problems) {
         Some(config) if problems.len() == 0 => Ok(config),
-        _ => Err(fail(problems)),
+        _ => {
+            // A key removed for its wrong shape was already reported: validation's "is
+            // required" for it (or below it) would say the same thing twice.
+            let mut index = 0;
+            problems.0.retain(|problem| {
+                index += 1;
+                index <= shape_problems
+                    || !removed.iter().any(|key| {
+                        problem.path == *key
+                            || problem.path.starts_with(&format!("{key}."))
+                            || problem.path.starts_with(&format!("{key}["))
+                    })
+            });
+            Err(fail(problems))
+        }
     }
 }
 
@@ -103,7 +118,7 @@ fn name_env_sources(
 pub fn watched_files(path: &Path, env: &HashMap<String, String>) -> Vec<PathBuf> {
     let mut files = vec![path.to_path_buf()];
     let mut ignored = Problems::default();
-    if let Some(raw) = read_raw(path, env, &mut ignored) {
+    if let Some((raw, _)) = read_raw(path, env, &mut ignored) {
         files.extend(raw.referenced_files().into_iter().map(PathBuf::from));
     }
     files
@@ -113,7 +128,7 @@ pub fn watched_files(path: &Path, env: &HashMap<String, String>) -> Vec<PathBuf>
 /// (for `check`'s permission warnings, §11). Empty when the file cannot be read.
 pub fn secret_files(path: &Path, env: &HashMap<String, String>) -> Vec<(String, PathBuf)> {
     let mut ignored = Problems::default();
-    read_raw(path, env, &mut ignored).map_or_else(Vec::new, |raw| {
+    read_raw(path, env, &mut ignored).map_or_else(Vec::new, |(raw, _)| {
         raw.secret_files()
             .into_iter()
             .map(|(key, file)| (key, PathBuf::from(file)))
@@ -127,7 +142,7 @@ fn read_raw(
     path: &Path,
     env: &HashMap<String, String>,
     problems: &mut Problems,
-) -> Option<RawConfig> {
+) -> Option<(RawConfig, Vec<String>)> {
     if let Err(e) = std::fs::metadata(path) {
         problems.add("", format!("cannot read the configuration file: {e}"));
         return None;
@@ -166,15 +181,106 @@ fn read_raw(
     if problems.len() > 0 {
         return None;
     }
-    match serde_path_to_error::deserialize::<_, RawConfig>(value) {
-        Ok(raw) => Some(raw),
-        Err(e) => {
-            let path = e.path().to_string();
-            let path = if path == "." { String::new() } else { path };
-            problems.add(path, redact_serde_message(&e.inner().to_string()));
-            None
+    deserialize_reporting_all(value, problems)
+}
+
+/// The most problems of shape (unknown keys, wrong types) reported for one file.
+const MAX_SHAPE_PROBLEMS: usize = 100;
+
+/// Deserialises the file's value, reporting every unknown key and every value of the wrong
+/// type, not only the first: each one is recorded, removed from the value, and the rest read
+/// again, so validation still runs on everything else (a typo never hides the other
+/// problems). Returns the keys removed beside the mirror.
+fn deserialize_reporting_all(
+    mut value: serde_json::Value,
+    problems: &mut Problems,
+) -> Option<(RawConfig, Vec<String>)> {
+    let mut removed = Vec::new();
+    for _ in 0..MAX_SHAPE_PROBLEMS {
+        match serde_path_to_error::deserialize::<_, RawConfig>(value.clone()) {
+            Ok(raw) => return Some((raw, removed)),
+            Err(e) => {
+                let path = e.path().to_string();
+                let path = if path == "." { String::new() } else { path };
+                let message = e.inner().to_string();
+                problems.add(path.clone(), redact_serde_message(&message));
+                // An unknown key's path may stop at its parent (the key then only named in
+                // the message) or include it.
+                let target = match unknown_field(&message) {
+                    Some(field) if path == field || path.ends_with(&format!(".{field}")) => path,
+                    Some(field) if path.is_empty() => field.to_owned(),
+                    Some(field) => format!("{path}.{field}"),
+                    None => path,
+                };
+                if target.is_empty() || !remove_at(&mut value, &target) {
+                    return None;
+                }
+                removed.push(target);
+            }
         }
     }
+    None
+}
+
+/// The key named by serde's "unknown field `x`, expected ..." message.
+fn unknown_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("unknown field `")?
+        .split('`')
+        .next()
+        .filter(|field| !field.is_empty())
+}
+
+/// Removes the value at a key path such as `routes[0].upstream.timeout`; false when the
+/// path does not lead anywhere.
+fn remove_at(value: &mut serde_json::Value, path: &str) -> bool {
+    let mut steps: Vec<PathStep> = Vec::new();
+    for segment in path.split('.') {
+        let (key, mut rest) = match segment.find('[') {
+            Some(at) => (&segment[..at], &segment[at..]),
+            None => (segment, ""),
+        };
+        if !key.is_empty() {
+            steps.push(PathStep::Key(key.to_owned()));
+        }
+        while let Some(inner) = rest.strip_prefix('[') {
+            let Some(end) = inner.find(']') else {
+                return false;
+            };
+            let Ok(index) = inner[..end].parse::<usize>() else {
+                return false;
+            };
+            steps.push(PathStep::Index(index));
+            rest = &inner[end + 1..];
+        }
+    }
+    let Some(last) = steps.pop() else {
+        return false;
+    };
+    let mut node = value;
+    for step in &steps {
+        let next = match (step, node) {
+            (PathStep::Key(key), serde_json::Value::Object(map)) => map.get_mut(key),
+            (PathStep::Index(i), serde_json::Value::Array(items)) => items.get_mut(*i),
+            _ => None,
+        };
+        let Some(next) = next else { return false };
+        node = next;
+    }
+    match (last, node) {
+        (PathStep::Key(key), serde_json::Value::Object(map)) => map.remove(&key).is_some(),
+        (PathStep::Index(i), serde_json::Value::Array(items)) if i < items.len() => {
+            // Keeps the other items' indexes: the item becomes empty, not gone.
+            items[i] = serde_json::Value::Null;
+            true
+        }
+        _ => false,
+    }
+}
+
+enum PathStep {
+    Key(String),
+    Index(usize),
 }
 
 #[cfg(test)]

@@ -50,12 +50,14 @@ fn unknown_keys_are_errors_with_their_key_path() {
     assert!(e.to_string().contains("lisen"), "{e}");
     let yaml = ROUTE.replace("auth: none", "auth: { basic: { username: u, pasword: x } }");
     let e = f.err(&yaml);
-    assert_eq!(e.problems.len(), 1, "{e}");
+    // The typo, and then what it leaves missing: validation goes on past an unknown key.
+    assert_eq!(e.problems.len(), 2, "{e}");
     assert!(
         e.problems[0].path.starts_with("routes[0].auth.basic"),
         "{e}"
     );
     assert!(e.problems[0].message.contains("pasword"), "{e}");
+    assert_eq!(e.problems[1].path, "routes[0].auth.basic.password", "{e}");
     let yaml = ROUTE.replace("url:", "tiemout: 1s, url:");
     assert!(f.err(&yaml).problems[0]
         .path
