@@ -71,7 +71,11 @@ impl Readiness {
 
     /// What is degraded without making the gateway unready (listed by `/readyz`).
     pub(crate) fn warnings(&self) -> Vec<String> {
-        self.live.current().tokens.readiness_warnings()
+        let generation = self.live.current();
+        let mut warnings = generation.tokens.readiness_warnings();
+        // A server clock far from ours (§11): DPoP proofs are about to be refused.
+        warnings.extend(crate::clock_skew::clocks().readiness_warnings(&generation.config));
+        warnings
     }
 }
 

@@ -298,6 +298,7 @@ impl TokenAnswers {
             client_auth: ClientAuthMethod::Post,
             refresh_at: 0.8,
             dpop: None,
+            dpop_clock: Default::default(),
             tls: TlsConfig {
                 extra_roots: vec![ca.cert().cert_der.clone()],
                 ..TlsConfig::default()

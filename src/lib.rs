@@ -11,6 +11,7 @@ pub mod app;
 pub mod auth;
 pub(crate) mod body;
 pub mod certs;
+pub(crate) mod clock_skew;
 pub mod config;
 pub(crate) mod context;
 pub(crate) mod deadline;

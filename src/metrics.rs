@@ -92,6 +92,12 @@ pub(crate) struct CredentialLabels {
     pub credential: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OriginLabels {
+    /// `scheme://host:port` of an upstream or token endpoint from the config.
+    pub origin: String,
+}
+
 /// Every metric the gateway exports.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -118,6 +124,8 @@ pub(crate) struct Metrics {
     pub ledger_references: Gauge,
     pub ledger_evictions: Counter,
     pub order_store_up: Gauge,
+    /// Server clock minus ours, per origin, from `Date` headers (§11).
+    pub clock_skew: Family<OriginLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -279,6 +287,13 @@ impl Metrics {
             "1 while the order store answers (always 1 for memory and file), 0 while Redis does not",
             order_store_up.clone(),
         );
+        let clock_skew = Family::<OriginLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "clock_skew_seconds",
+            "Server clock minus the gateway's, per upstream or token endpoint origin, from the \
+             Date header of its answers (1 s resolution: under about 2 s is noise)",
+            clock_skew.clone(),
+        );
         // The standard `process_*` names, outside the gateway's prefix.
         root.register_collector(Box::new(ProcessCollector));
         Metrics {
@@ -304,6 +319,7 @@ impl Metrics {
             ledger_references,
             ledger_evictions,
             order_store_up,
+            clock_skew,
         }
     }
 

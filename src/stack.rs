@@ -210,6 +210,9 @@ fn route_stack(
         Arc::from(name.as_str()),
         route.retry.clone(),
     ));
+    // The upstream's clock as its answers tell it (§11); shared with its token endpoint's
+    // if they are one origin.
+    let server_clock = crate::clock_skew::clocks().register(upstream.url.uri());
     let guard = safety.map(|safety| OrderGuardLayer {
         safety: safety.clone(),
         route: Arc::from(name.as_str()),
@@ -243,6 +246,14 @@ fn route_stack(
         // ── per attempt below ──
         .layer(AuthorizeLayer::new(credentials))
         .layer(AttemptMetricsLayer::new(Arc::from(name.as_str())))
+        // Every answer's `Date`, below the credentials so a DPoP proof resent after a
+        // refusal is signed with the offset that refusal just told.
+        .map_response(move |response: Response<ResponseBody>| {
+            if let Some(clock) = &server_clock {
+                clock.observe(response.headers());
+            }
+            response
+        })
         .layer(AttemptTimeoutLayer::new(upstream.timeout))
         .service(Upstream::new(clients, upstream.body_timeout));
     Ok(BoxCloneSyncService::new(service))

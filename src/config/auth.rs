@@ -10,8 +10,8 @@ use std::time::SystemTime;
 use super::errors::{join, Problems};
 use super::fields::{choice, optional, required, secret};
 use super::model::{
-    AuthConfig, BasicAuthConfig, ClientAuthMethod, DpopKeyConfig, OAuth2Config, OAuthGrant,
-    ProxyConfig, TlsConfig, TokenCacheConfig,
+    AuthConfig, BasicAuthConfig, ClientAuthMethod, DpopClock, DpopKeyConfig, OAuth2Config,
+    OAuthGrant, ProxyConfig, TlsConfig, TokenCacheConfig,
 };
 use super::net::parse_url;
 use super::proxy::{proxy, RawProxy};
@@ -155,6 +155,15 @@ fn oauth2(
         None => Some(None),
         Some(d) => dpop(p, &key("dpop"), d, ctx.token_cache).map(Some),
     };
+    let dpop_clock = raw.dpop.as_ref().map_or(Some(DpopClock::Local), |d| {
+        choice(
+            p,
+            &join(&key("dpop"), "clock"),
+            &d.clock,
+            &[("local", DpopClock::Local), ("server", DpopClock::Server)],
+            DpopClock::Local,
+        )
+    });
     let tls = match &raw.tls {
         None => Some(ctx.upstream_tls.clone()),
         Some(t) => tls(p, &key("tls"), t, ctx.now),
@@ -186,6 +195,7 @@ fn oauth2(
         client_auth: client_auth?,
         refresh_at,
         dpop: dpop?,
+        dpop_clock: dpop_clock?,
         tls: tls?,
         proxy: proxy?,
     })

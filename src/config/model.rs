@@ -305,6 +305,16 @@ pub enum DpopKeyConfig {
     Ephemeral,
 }
 
+/// The clock a DPoP proof's `iat` is read on (`dpop.clock`, §11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DpopClock {
+    /// The gateway's own clock.
+    #[default]
+    Local,
+    /// The gateway's clock plus the offset measured from the server's `Date` headers.
+    Server,
+}
+
 #[derive(Debug, Clone)]
 pub struct OAuth2Config {
     pub token_url: http::Uri,
@@ -320,6 +330,8 @@ pub struct OAuth2Config {
     /// Fraction of the token lifetime after which a background refresh starts (0 < x < 1).
     pub refresh_at: f64,
     pub dpop: Option<DpopKeyConfig>,
+    /// `dpop.clock`; `Local` without DPoP.
+    pub dpop_clock: DpopClock,
     /// `oauth2.tls`, or the route's `upstream.tls` when absent (§9).
     pub tls: TlsConfig,
     /// `oauth2.proxy`, or the route's `upstream.proxy` when absent (the same egress path).

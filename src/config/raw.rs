@@ -468,4 +468,6 @@ pub(super) struct RawOAuth2 {
 pub(super) struct RawDpop {
     pub key_file: Option<Text>,
     pub ephemeral: Option<bool>,
+    /// `local` (default) or `server`: sign `iat` with the measured offset of the server's clock.
+    pub clock: Option<Text>,
 }

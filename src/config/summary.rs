@@ -8,8 +8,8 @@ use std::fmt::Write;
 use std::time::{Duration, SystemTime};
 
 use super::model::{
-    AuthConfig, ClientAuthMethod, Config, DpopKeyConfig, ForwardedForMode, Jitter, OAuthGrant,
-    OrderStoreConfig, PostRequires, RetryConfig, TlsConfig, TokenCacheConfig,
+    AuthConfig, ClientAuthMethod, Config, DpopClock, DpopKeyConfig, ForwardedForMode, Jitter,
+    OAuthGrant, OrderStoreConfig, PostRequires, RetryConfig, TlsConfig, TokenCacheConfig,
 };
 use super::net::redact_userinfo;
 
@@ -160,7 +160,7 @@ fn write_auth(s: &mut String, auth: &AuthConfig, now: SystemTime) -> std::fmt::R
                 o.scope.as_deref().unwrap_or("-"),
                 o.refresh_at
             )?;
-            let dpop = match &o.dpop {
+            let mut dpop = match &o.dpop {
                 None => "off".to_string(),
                 Some(DpopKeyConfig::Ephemeral) => {
                     "ephemeral (a new key each start; thumbprint in the log)".to_string()
@@ -171,6 +171,9 @@ fn write_auth(s: &mut String, auth: &AuthConfig, now: SystemTime) -> std::fmt::R
                     dpop_thumbprint(p)
                 ),
             };
+            if o.dpop.is_some() && o.dpop_clock == DpopClock::Server {
+                dpop.push_str(", iat on the server's clock (measured from its Date headers)");
+            }
             writeln!(s, "    dpop: {dpop}")?;
             write_tls(s, "  token endpoint tls", &o.tls, now)
         }

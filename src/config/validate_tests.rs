@@ -173,6 +173,32 @@ fn ephemeral_dpop_needs_memory_cache() {
 }
 
 #[test]
+fn dpop_clock_is_local_or_server() {
+    let f = Fixture::new();
+    let clock_of = |yaml: &str| match &f.ok(yaml).routes[0].auth {
+        AuthConfig::OAuth2(o) => o.dpop_clock,
+        _ => panic!("an oauth2 route"),
+    };
+    assert_eq!(clock_of(&oauth("")), DpopClock::Local);
+    assert_eq!(
+        clock_of(&oauth(", dpop: { ephemeral: true }")),
+        DpopClock::Local
+    );
+    assert_eq!(
+        clock_of(&oauth(", dpop: { ephemeral: true, clock: local }")),
+        DpopClock::Local
+    );
+    assert_eq!(
+        clock_of(&oauth(", dpop: { ephemeral: true, clock: server }")),
+        DpopClock::Server
+    );
+    f.problem_at(
+        &oauth(", dpop: { ephemeral: true, clock: ntp }"),
+        "routes[0].auth.oauth2.dpop.clock",
+    );
+}
+
+#[test]
 fn dpop_key_file_must_be_p256_pkcs8() {
     let f = Fixture::new();
     let missing = f.path("none.pem");

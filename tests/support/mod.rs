@@ -76,6 +76,8 @@ pub(crate) struct OAuth {
     pub first_token_delay: Option<Duration>,
     /// A whole `token_cache:` block (e.g. a Redis store), instead of `file_store`'s.
     pub token_cache: Option<String>,
+    /// `dpop.clock` (`local` or `server`); absent when `None`.
+    pub dpop_clock: Option<&'static str>,
 }
 
 impl Default for OAuth {
@@ -94,6 +96,7 @@ impl Default for OAuth {
             token_endpoint_down: false,
             first_token_delay: None,
             token_cache: None,
+            dpop_clock: None,
         }
     }
 }
@@ -462,6 +465,9 @@ fn oauth_yaml(oauth: &OAuth, dir: &Path, fake_url: &str) -> String {
             )
         }
         Some(true) => y += "        dpop:\n          ephemeral: true\n",
+    }
+    if let (Some(_), Some(clock)) = (oauth.dpop, oauth.dpop_clock) {
+        y += &format!("          clock: {clock}\n");
     }
     y
 }

@@ -23,7 +23,8 @@ use super::nonce::{self, Nonces};
 use super::token::{AccessToken, TokenKind};
 use crate::auth::dpop::DpopKey;
 use crate::body::Payload;
-use crate::config::{ClientAuthMethod, OAuth2Config, OAuthGrant};
+use crate::clock_skew::{self, OriginClock};
+use crate::config::{ClientAuthMethod, DpopClock, OAuth2Config, OAuthGrant};
 use crate::error::BoxError;
 use crate::upstream::classify::{classify_attempt_error, AttemptFailure};
 use crate::upstream::client::{build_https_client, HttpsClient};
@@ -74,6 +75,8 @@ pub struct TokenClient {
     dpop: Option<Arc<DpopKey>>,
     nonces: Arc<Nonces>,
     origin: String,
+    /// The token endpoint's clock, from the `Date` of its answers (§11).
+    clock: Option<Arc<OriginClock>>,
 }
 
 impl std::fmt::Debug for TokenClient {
@@ -105,12 +108,14 @@ impl TokenClient {
             config.proxy.as_ref(),
         )?;
         let origin = nonce::origin(&config.token_url).unwrap_or_default();
+        let clock = clock_skew::clocks().register(&config.token_url);
         Ok(TokenClient {
             http,
             config,
             dpop,
             nonces,
             origin,
+            clock,
         })
     }
 
@@ -134,6 +139,7 @@ impl TokenClient {
             client_auth: ClientAuthMethod::Post,
             refresh_at: 0.8,
             dpop: None,
+            dpop_clock: Default::default(),
             tls: TlsConfig {
                 extra_roots: vec![ca.cert().cert_der.clone()],
                 ..TlsConfig::default()
@@ -151,12 +157,15 @@ impl TokenClient {
         }
     }
 
-    /// Requests a new token; a DPoP nonce challenge is answered once.
+    /// Requests a new token; a DPoP nonce challenge is answered once, and so is a refusal
+    /// whose `Date` moved the offset a `dpop.clock: server` proof was signed with.
     pub async fn fetch(&self) -> Result<AccessToken, FetchError> {
         let mut nonce_retried = false;
+        let mut skew_retried = false;
         loop {
             let sent_at = SystemTime::now();
-            let response = tokio::time::timeout(TOKEN_REQUEST_TIMEOUT, self.exchange(sent_at))
+            let (proof_time, applied_offset) = self.proof_time(sent_at);
+            let response = tokio::time::timeout(TOKEN_REQUEST_TIMEOUT, self.exchange(proof_time))
                 .await
                 .map_err(|_| {
                     FetchError::Transient(format!(
@@ -165,11 +174,26 @@ impl TokenClient {
                     ))
                 })??;
             let (status, headers, body) = response;
+            if let Some(clock) = &self.clock {
+                clock.observe(&headers);
+            }
             if self.dpop.is_some() {
                 self.nonces.remember(&self.origin, &headers);
             }
             if status == StatusCode::OK {
                 return self.parse_token(&body, sent_at);
+            }
+            // The first answer of a server whose clock is off (an error answer carries a
+            // `Date` too) tells the offset: sign again with it at once, not after a backoff.
+            if !skew_retried
+                && self.signs_on_server_clock()
+                && self
+                    .clock
+                    .as_ref()
+                    .is_some_and(|clock| clock.moved_since(applied_offset))
+            {
+                skew_retried = true;
+                continue;
             }
             let code = oauth_error_code(&body);
             if status == StatusCode::BAD_REQUEST
@@ -185,7 +209,21 @@ impl TokenClient {
         }
     }
 
+    /// Whether DPoP proofs are signed on the token endpoint's clock (`dpop.clock: server`).
+    fn signs_on_server_clock(&self) -> bool {
+        self.dpop.is_some() && self.config.dpop_clock == DpopClock::Server
+    }
+
+    /// The time a proof sent at `local` is signed with, and the offset applied to it (ms).
+    fn proof_time(&self, local: SystemTime) -> (SystemTime, i64) {
+        match &self.clock {
+            Some(clock) if self.signs_on_server_clock() => clock.server_time(local),
+            _ => (local, 0),
+        }
+    }
+
     /// One request and its whole answer (status, headers, body up to the size limit).
+    /// `now` is the time its DPoP proof is signed with.
     async fn exchange(
         &self,
         now: SystemTime,

@@ -137,6 +137,7 @@ fn config(refresh_at: f64) -> OAuth2Config {
         client_auth: ClientAuthMethod::Post,
         refresh_at,
         dpop: None,
+        dpop_clock: Default::default(),
         tls: TlsConfig::default(),
         proxy: None,
     }

@@ -36,6 +36,8 @@ use tower::{Service, ServiceExt};
 
 use crate::auth::dpop::{DpopError, DpopKey};
 use crate::body::{clone_request, Payload, ResponseBody};
+use crate::clock_skew::{self, OriginClock};
+use crate::config::DpopClock;
 use crate::context::RequestContext;
 use crate::deadline::Deadline;
 use crate::error::{BoxError, ErrorCode, GatewayError};
@@ -62,6 +64,8 @@ pub struct OAuthCredentials {
     source: Arc<TokenSource>,
     dpop: Option<Arc<DpopKey>>,
     nonces: Arc<Nonces>,
+    /// The clock proofs' `iat` is read on (`dpop.clock`, §11).
+    dpop_clock: DpopClock,
 }
 
 impl OAuthCredentials {
@@ -71,12 +75,21 @@ impl OAuthCredentials {
             source,
             dpop,
             nonces,
+            dpop_clock: DpopClock::Local,
         }
     }
 
-    /// Sends one attempt with the current token, answering a DPoP nonce challenge once and
-    /// a rejected token once (a `401` means the API refused the request before acting on
-    /// it, so resending is safe whatever the method).
+    /// Signs proofs on `clock`: with [`DpopClock::Server`], the gateway's clock plus the
+    /// offset measured from the upstream's `Date` headers.
+    pub fn with_dpop_clock(mut self, clock: DpopClock) -> Self {
+        self.dpop_clock = clock;
+        self
+    }
+
+    /// Sends one attempt with the current token, answering a DPoP nonce challenge once, a
+    /// refused proof once when the refusal's `Date` moved the offset it was signed with
+    /// (`dpop.clock: server`), and a rejected token once (a `401` means the API refused the
+    /// request before acting on it, so resending is safe whatever the method).
     pub async fn send<S>(
         &self,
         mut request: Request<Payload>,
@@ -95,11 +108,18 @@ impl OAuthCredentials {
             Some(_) => nonce::origin(request.uri()).unwrap_or_default(),
             None => String::new(),
         };
+        // The upstream's clock, when proofs are signed on it (the stack records its answers).
+        let server_clock = match (&self.dpop, self.dpop_clock) {
+            (Some(_), DpopClock::Server) => clock_skew::clocks().get(request.uri()),
+            _ => None,
+        };
+        let mut skew_retry_left = server_clock.is_some();
         loop {
-            let spare = (nonce_retry_left || refresh_retry_left)
+            let spare = (nonce_retry_left || refresh_retry_left || skew_retry_left)
                 .then(|| clone_request(&request))
                 .flatten();
-            self.present(&mut request, &token, &origin)?;
+            let applied_offset =
+                self.present(&mut request, &token, &origin, server_clock.as_deref())?;
             let response = inner.ready().await?.call(request).await?;
             if self.dpop.is_some() {
                 self.nonces.remember(&origin, response.headers());
@@ -116,6 +136,14 @@ impl OAuthCredentials {
                     return Ok(response);
                 }
                 nonce_retry_left = false;
+            } else if skew_retry_left
+                && server_clock
+                    .as_ref()
+                    .is_some_and(|clock| clock.moved_since(applied_offset))
+            {
+                // The proof was signed before this answer told the server's clock: same
+                // token, new proof on that clock, no token request.
+                skew_retry_left = false;
             } else {
                 if !refresh_retry_left {
                     return Ok(response);
@@ -147,13 +175,15 @@ impl OAuthCredentials {
     }
 
     /// Sets `Authorization` and, for a DPoP-bound token, this attempt's proof (with the
-    /// latest nonce of `origin`, the request's `scheme://authority`).
+    /// latest nonce of `origin`, the request's `scheme://authority`, and its `iat` moved by
+    /// `server_clock`'s offset when given). Returns the offset applied, in ms.
     fn present(
         &self,
         request: &mut Request<Payload>,
         token: &AccessToken,
         origin: &str,
-    ) -> Result<(), GatewayError> {
+        server_clock: Option<&OriginClock>,
+    ) -> Result<i64, GatewayError> {
         // The cache serves only tokens of the credential's kind; checked again here, before
         // anything is set, because a Bearer token on a DPoP route would go out unbound.
         let key = match (token.kind(), &self.dpop) {
@@ -165,21 +195,25 @@ impl OAuthCredentials {
         headers.insert(AUTHORIZATION, token.authorization().clone());
         headers.remove(DPOP_HEADER);
         let Some(key) = key else {
-            return Ok(());
+            return Ok(0);
         };
         let nonce = self.nonces.get(origin);
+        // The wall clock: a proof's `iat` is checked against the server's clock.
+        let (now, applied_offset) = match server_clock {
+            Some(clock) => clock.server_time(SystemTime::now()),
+            None => (SystemTime::now(), 0),
+        };
         let proof = key
             .proof_with_ath(
                 request.method(),
                 request.uri(),
                 Some(token.ath()),
                 nonce.as_deref(),
-                // The wall clock: a proof's `iat` is checked against the server's clock.
-                SystemTime::now(),
+                now,
             )
             .map_err(|_| proof_failure())?;
         request.headers_mut().insert(DPOP_HEADER, proof);
-        Ok(())
+        Ok(applied_offset)
     }
 }
 
@@ -251,7 +285,7 @@ mod tests {
         for (dpop, kind) in [(true, TokenKind::Bearer), (false, TokenKind::Dpop)] {
             let mut request = api_request();
             let err = credentials(dpop)
-                .present(&mut request, &token(kind), "https://api.example")
+                .present(&mut request, &token(kind), "https://api.example", None)
                 .unwrap_err();
             assert_eq!(err.code, ErrorCode::CredentialsUnavailable);
             assert!(request.headers().get(AUTHORIZATION).is_none());
@@ -263,13 +297,18 @@ mod tests {
     fn a_token_of_the_right_kind_is_presented() {
         let mut request = api_request();
         credentials(true)
-            .present(&mut request, &token(TokenKind::Dpop), "https://api.example")
+            .present(
+                &mut request,
+                &token(TokenKind::Dpop),
+                "https://api.example",
+                None,
+            )
             .unwrap();
         assert_eq!(request.headers()[AUTHORIZATION], "DPoP tok");
         assert!(request.headers().get(DPOP_HEADER).is_some());
         let mut request = api_request();
         credentials(false)
-            .present(&mut request, &token(TokenKind::Bearer), "")
+            .present(&mut request, &token(TokenKind::Bearer), "", None)
             .unwrap();
         assert_eq!(request.headers()[AUTHORIZATION], "Bearer tok");
         assert!(request.headers().get(DPOP_HEADER).is_none());

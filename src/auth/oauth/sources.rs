@@ -110,7 +110,8 @@ impl TokenSources {
             }
         };
         self.routes.push((route.to_owned(), source.clone()));
-        Ok(OAuthCredentials::new(source, dpop, self.nonces.clone()))
+        Ok(OAuthCredentials::new(source, dpop, self.nonces.clone())
+            .with_dpop_clock(config.dpop_clock))
     }
 
     /// Lets go of the replaced configuration's sources once every route is built, so a

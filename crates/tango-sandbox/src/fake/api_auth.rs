@@ -29,7 +29,7 @@ pub(super) fn authenticate(
 ) -> Option<Response<FakeBody>> {
     let mut state = shared.lock();
     let challenge = match state.oauth.as_mut() {
-        Some(server) => match server.authorize(&request_view(parts, &[], SystemTime::now())) {
+        Some(server) => match server.authorize(&request_view(parts, &[], shared.now())) {
             Ok(()) => return None,
             Err(challenge) => Some(challenge),
         },

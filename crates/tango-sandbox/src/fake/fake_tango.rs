@@ -6,9 +6,9 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -39,6 +39,9 @@ pub(super) struct Shared {
     pub(super) port_appending_proxy: AtomicBool,
     /// A fault for the next new connections and how many more it applies to.
     pub(super) connection_fault: Mutex<Option<(ConnectionFault, usize)>>,
+    /// Seconds the fake's clock is ahead of the host's (negative: behind); see
+    /// [`FakeTango::set_clock_offset`].
+    clock_offset: AtomicI64,
     pub(super) shutdown: watch::Receiver<bool>,
 }
 
@@ -61,6 +64,21 @@ impl Shared {
             *pending = None;
         }
         Some(fault)
+    }
+
+    /// The fake's clock: the host's moved by the offset set with
+    /// [`FakeTango::set_clock_offset`]. What its `Date` headers say, and what DPoP proofs'
+    /// `iat` and tokens' expiry are judged against.
+    pub(super) fn now(&self) -> SystemTime {
+        let offset = self.clock_offset.load(Ordering::Relaxed);
+        let magnitude = Duration::from_secs(offset.unsigned_abs());
+        let host = SystemTime::now();
+        let moved = if offset >= 0 {
+            host.checked_add(magnitude)
+        } else {
+            host.checked_sub(magnitude)
+        };
+        moved.unwrap_or(host)
     }
 
     /// Completes when the fake shuts down (at once if it already has).
@@ -101,6 +119,7 @@ impl FakeTango {
             basic_auth: options.basic_auth.map(|c| Mutex::new(vec![c])),
             port_appending_proxy: AtomicBool::new(false),
             connection_fault: Mutex::new(None),
+            clock_offset: AtomicI64::new(0),
             shutdown: shutdown_rx,
         });
         let (drop_connections, drops) = watch::channel(0);
@@ -191,6 +210,13 @@ impl FakeTango {
         self.shared
             .port_appending_proxy
             .store(on, Ordering::Relaxed);
+    }
+
+    /// Sets the fake's clock `seconds` ahead of the host's (negative: behind), as a Tango
+    /// whose clock disagrees with the gateway's: its `Date` headers and the time it judges
+    /// DPoP proofs (`iat` within ±60 s) and token expiry by move together.
+    pub fn set_clock_offset(&self, seconds: i64) {
+        self.shared.clock_offset.store(seconds, Ordering::Relaxed);
     }
 
     /// Every token issued so far is refused by the API from now on (`401 invalid_token`).

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, DATE, RETRY_AFTER};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -99,7 +99,20 @@ impl State {
 #[error("fake tango: connection dropped on purpose")]
 pub(super) struct DropConnection;
 
+/// One request, answered with a `Date` on the fake's clock (hyper would add the host's).
 pub(super) async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    request: Request<Incoming>,
+) -> Result<Response<FakeBody>, DropConnection> {
+    let mut response = route_request(shared.clone(), conn, request).await?;
+    if let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(shared.now())) {
+        response.headers_mut().insert(DATE, date);
+    }
+    Ok(response)
+}
+
+async fn route_request(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
     request: Request<Incoming>,

@@ -5,7 +5,6 @@
 //! requests; every answer is JSON with `Cache-Control: no-store` (a hang answers nothing).
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -40,7 +39,7 @@ pub(super) async fn serve(
         return Ok(json(status, &raas::error_body(status, TOKEN_PATH, message)));
     }
     // Read the clock after any delay: proofs are judged when the answer is made.
-    let view = request_view(parts, body, SystemTime::now());
+    let view = request_view(parts, body, shared.now());
     let reply = match shared.lock().oauth.as_mut() {
         Some(server) => server.token(&view),
         // Not reachable (the route exists only with OAuth on), but never a panic.

@@ -375,3 +375,77 @@ async fn debug_output_of_options_and_the_fake_holds_no_secret() {
     let text = format!("{fake:?} {:?}", fake.last_proof_error());
     assert!(!text.contains(CLIENT_SECRET) && !text.contains(&token));
 }
+
+/// The `Date` of an answer, as seconds from `now` (rounded down by the format).
+fn date_offset(response: &Response<Bytes>, now: SystemTime) -> i64 {
+    let date = header(response, "date").expect("every answer has a Date");
+    let date = httpdate::parse_http_date(date).unwrap();
+    let secs = |t: SystemTime| {
+        i64::try_from(t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()).unwrap()
+    };
+    secs(date) - secs(now)
+}
+
+#[tokio::test]
+async fn a_clock_offset_moves_the_date_header_and_the_time_proofs_are_judged_by() {
+    let (pki, fake) = start_oauth(oauth()).await;
+    let key = ProofSigner::generate();
+    let ahead = Duration::from_secs(90);
+    fake.set_clock_offset(90);
+    let token_url = uri(&fake.token_endpoint_url());
+    let near = |offset: i64, expected: i64| (offset - expected).abs() <= 1;
+
+    // A proof on the host's clock is 90 s old to the fake: refused, with the fake's Date.
+    let now = SystemTime::now();
+    let proof = key.proof_for(&Method::POST, &token_url, None, None, now);
+    let refused = call(
+        &pki,
+        &fake,
+        token_request(&fake, &client_form(), Some(proof)),
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json_of(&refused)["error"], "invalid_dpop_proof");
+    assert!(near(date_offset(&refused, now), 90));
+    assert!(fake.last_proof_error().unwrap().contains("iat"));
+
+    // Signed on the fake's clock: a token, and its answer dated on that clock too.
+    let now = SystemTime::now();
+    let proof = key.proof_for(&Method::POST, &token_url, None, None, now + ahead);
+    let issued = call(
+        &pki,
+        &fake,
+        token_request(&fake, &client_form(), Some(proof)),
+    )
+    .await;
+    assert_eq!(issued.status(), StatusCode::OK);
+    assert!(near(date_offset(&issued, now), 90));
+    let token = json_of(&issued)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The API judges proofs by the same clock, and dates its answers, refusals included.
+    let authorization = format!("DPoP {token}");
+    let url = uri(&format!("{}{CATALOGS}", fake.url()));
+    let now = SystemTime::now();
+    let stale = key.proof_for(&Method::GET, &url, Some(&token), None, now);
+    let request = api_request(&fake, CATALOGS, &authorization, Some(stale));
+    let refused = call(&pki, &fake, request).await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert!(near(date_offset(&refused, now), 90));
+    let fresh = key.proof_for(&Method::GET, &url, Some(&token), None, now + ahead);
+    let request = api_request(&fake, CATALOGS, &authorization, Some(fresh));
+    let answered = call(&pki, &fake, request).await;
+    assert_eq!(answered.status(), StatusCode::OK);
+    assert!(near(date_offset(&answered, now), 90));
+
+    // Behind works the same way, and 0 puts the fake back on the host's clock.
+    fake.set_clock_offset(-90);
+    let now = SystemTime::now();
+    let answer = call(&pki, &fake, api_request(&fake, CATALOGS, "DPoP x", None)).await;
+    assert!(near(date_offset(&answer, now), -90));
+    fake.set_clock_offset(0);
+    let answer = call(&pki, &fake, api_request(&fake, CATALOGS, "DPoP x", None)).await;
+    assert!(near(date_offset(&answer, SystemTime::now()), 0));
+}
