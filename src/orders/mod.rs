@@ -184,9 +184,8 @@ impl OrderStores {
             }
         }
         // A new path: the old file is closed when the last generation using it is dropped.
-        let file: Arc<dyn AuditSink> = Arc::new(
-            AuditFile::open(path).map_err(|err| OrderSetupError::Audit(err.to_string()))?,
-        );
+        let file: Arc<dyn AuditSink> =
+            Arc::new(AuditFile::open(path).map_err(|err| OrderSetupError::Audit(err.to_string()))?);
         *slot = Some((path.to_path_buf(), file.clone()));
         Ok(Some(file))
     }
