@@ -62,8 +62,10 @@ impl Drop for WorkDir {
 
 struct Demo {
     dir: WorkDir,
-    /// The Basic API key the gateway starts with (step 9 rotates it).
+    /// The Basic API key the gateway starts with (step 10 rotates it).
     api_key: String,
+    /// The second active API key, the route's fallback (step 11 needs it).
+    fallback_key: String,
     fake: FakeTango,
     /// The second Tango: OAuth 2.0 with DPoP, behind the route `/dpop/`.
     oauth_fake: FakeTango,
@@ -100,14 +102,24 @@ impl Demo {
         let key_file = dir.0.join("tango-api-key");
         write_new_file(&key_file, api_key.as_bytes(), KEY_FILE_MODE, false)
             .context("writing the demo API key")?;
+        let fallback_key = format!("demo-key-{}", uuid::Uuid::new_v4().simple());
+        write_new_file(
+            &dir.0.join("tango-api-key-fallback"),
+            fallback_key.as_bytes(),
+            KEY_FILE_MODE,
+            false,
+        )
+        .context("writing the demo fallback API key")?;
 
         let fake = FakeTango::start(
             FakeTangoOptions::from_dev_pki(&pki).with_basic_auth(PLATFORM_NAME, &api_key),
         )
         .await
         .context("starting the fake Tango")?;
+        // Tango allows two active API keys: the gateway knows the second as its fallback.
+        fake.accept_basic(PLATFORM_NAME, &fallback_key);
         detail(&format!(
-            "fake Tango on {} (requires a client certificate from the dev CA, Basic auth, IP-only X-Forwarded-For)",
+            "fake Tango on {} (requires a client certificate from the dev CA, Basic auth with two active keys, IP-only X-Forwarded-For)",
             fake.url()
         ));
         let client_secret = format!("demo-secret-{}", uuid::Uuid::new_v4().simple());
@@ -174,6 +186,7 @@ impl Demo {
             marketing,
             dir,
             api_key,
+            fallback_key,
             fake,
             oauth_fake,
             gateway,
@@ -363,7 +376,8 @@ impl Demo {
 
         self.order_safety_tour().await?;
         self.oauth_tour().await?;
-        self.rotation_tour().await?;
+        let primary = self.rotation_tour().await?;
+        self.fallback_tour(&primary).await?;
 
         step("Done: every call above went through the same pipeline `tango-gateway run` uses.");
         Ok(())
@@ -477,7 +491,8 @@ impl Demo {
         Ok(())
     }
 
-    async fn rotation_tour(&self) -> anyhow::Result<()> {
+    /// Rotates the primary API key; returns the new one.
+    async fn rotation_tour(&self) -> anyhow::Result<String> {
         step("10. The API key is rotated live: Tango accepts a new key, its file is replaced, the gateway reloads by itself (no restart), the old key is revoked.");
         let new_key = format!("demo-key-{}", uuid::Uuid::new_v4().simple());
         self.fake.accept_basic(PLATFORM_NAME, &new_key);
@@ -510,7 +525,55 @@ impl Demo {
             "the call after the rotation uses the new key",
         )?;
         detail("Tango saw the new key (the old one is refused now); the caller changed nothing");
+        Ok(new_key)
+    }
+
+    /// Two active API keys (§11): the primary deactivated at Tango, the fallback takes over.
+    async fn fallback_tour(&self, primary: &str) -> anyhow::Result<()> {
+        step("11. Tango deactivates the primary API key: the first call gets 401 and is resent once with the fallback key; the next calls use the fallback (no restart, no reload).");
+        self.fake.revoke_basic(primary);
+        self.fake.clear();
+        let mut ok = 0;
+        for _ in 0..3 {
+            let (status, headers, body) =
+                self.call(Method::GET, "/raas/v2/catalogs", &[], "").await?;
+            answer(status, &headers, &body);
+            ok += usize::from(status == StatusCode::OK);
+        }
+        let keys: Vec<&str> = self
+            .fake
+            .received()
+            .iter()
+            .map(|r| match r.header("authorization") {
+                Some(v) if v == basic_value(PLATFORM_NAME, primary) => "primary (401)",
+                Some(v) if v == basic_value(PLATFORM_NAME, &self.fallback_key) => "fallback",
+                _ => "other",
+            })
+            .collect();
+        detail(&format!("Tango saw, in order: {}", keys.join(", ")));
+        expect(
+            ok == 3 && keys.first() == Some(&"primary (401)") && keys.len() == 4,
+            "every call succeeds on the fallback after one 401",
+        )?;
+        let metrics = self.admin_text("/metrics").await?;
+        for line in metrics
+            .lines()
+            .filter(|l| l.starts_with("tango_gateway_basic_key_"))
+        {
+            detail(line);
+        }
+        let readyz = self.admin_text("/readyz").await?;
+        detail(&format!("/readyz: {readyz}"));
+        detail("(the warn line above is the gateway's log of the switch; it names the route, never a key)");
         Ok(())
+    }
+
+    /// GET on the admin listener: the body as text.
+    async fn admin_text(&self, path: &str) -> anyhow::Result<String> {
+        let uri = format!("http://{}{path}", self.gateway.admin_addr);
+        let request = Request::get(uri.as_str()).body(Full::new(Bytes::new()))?;
+        let body = self.client.request(request).await?.into_body();
+        Ok(String::from_utf8_lossy(&body.collect().await?.to_bytes()).into_owned())
     }
 
     /// Polls `/readyz` until the first OAuth token is in (at most 10 s).
@@ -623,6 +686,9 @@ routes:
       basic:
         username: "{PLATFORM_NAME}"
         password_file: "{api_key}"
+        # Tango's second active key (§11): used after a 401 to the primary, for fallback_hold.
+        fallback_password_file: "{fallback_key}"
+        fallback_hold: 5m
   - name: raas-dpop
     match:
       path_prefix: /dpop/
@@ -650,6 +716,7 @@ routes:
         cert = file("client.pem"),
         key = file("client.key"),
         api_key = file("tango-api-key"),
+        fallback_key = file("tango-api-key-fallback"),
     )
 }
 

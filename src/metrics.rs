@@ -110,6 +110,7 @@ pub(crate) struct Metrics {
     pub token_expiry: Family<CredentialLabels, Gauge<f64, AtomicU64>>,
     pub client_cert_expiry: Family<RouteLabels, Gauge<f64, AtomicU64>>,
     pub upstream_stale_resends: Family<RouteLabels, Counter>,
+    pub basic_keys: BasicKeyMetrics,
     pub inflight: Gauge,
     pub config_reloads: Family<ReloadLabels, Counter>,
     pub config_generation: Gauge,
@@ -203,6 +204,7 @@ impl Metrics {
              connections sooner than the gateway expects)",
             upstream_stale_resends.clone(),
         );
+        let basic_keys = BasicKeyMetrics::register(registry);
         let inflight = Gauge::default();
         registry.register(
             "inflight_requests",
@@ -307,6 +309,7 @@ impl Metrics {
             token_expiry,
             client_cert_expiry,
             upstream_stale_resends,
+            basic_keys,
             inflight,
             config_reloads,
             config_generation,
@@ -495,6 +498,31 @@ impl Metrics {
                 operation: operation.to_owned(),
             })
             .inc();
+    }
+}
+
+/// Two active API keys (§11): switches to a route's fallback key, and the key in use.
+pub(crate) struct BasicKeyMetrics {
+    pub fallbacks: Family<RouteLabels, Counter>,
+    /// 0 while the primary key is in use, 1 while the fallback is.
+    pub in_use: Family<RouteLabels, Gauge>,
+}
+
+impl BasicKeyMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let fallbacks = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "basic_key_fallbacks",
+            "Switches to a route's fallback API key after Tango refused the primary (401)",
+            fallbacks.clone(),
+        );
+        let in_use = Family::<RouteLabels, Gauge>::default();
+        registry.register(
+            "basic_key_in_use",
+            "The API key a Basic route with a fallback uses: 0 the primary, 1 the fallback",
+            in_use.clone(),
+        );
+        BasicKeyMetrics { fallbacks, in_use }
     }
 }
 

@@ -50,18 +50,20 @@ impl Credentials {
     ) -> Result<Self, CredentialsSetupError> {
         match config {
             AuthConfig::None => Ok(Credentials::None),
-            AuthConfig::Basic(basic) => {
-                Ok(Credentials::Basic(Arc::new(BasicCredentials::new(basic)?)))
-            }
+            AuthConfig::Basic(basic) => Ok(Credentials::Basic(tokens.basic(route, basic)?)),
             AuthConfig::OAuth2(oauth) => Ok(Credentials::OAuth2(tokens.credentials(route, oauth)?)),
         }
     }
 
     /// True when a request may have to be sent again because of these credentials: an
-    /// OAuth `401` is answered with a new token and the request resent once (§5), so its
-    /// body must be kept.
+    /// OAuth `401` is answered with a new token and the request resent once (§5), a Basic
+    /// `401` with the other API key when there are two (§11), so its body must be kept.
     pub fn needs_replayable_body(&self) -> bool {
-        matches!(self, Credentials::OAuth2(_))
+        match self {
+            Credentials::None => false,
+            Credentials::Basic(basic) => basic.has_fallback(),
+            Credentials::OAuth2(_) => true,
+        }
     }
 
     /// Sends one attempt through `inner` with this route's credentials.
@@ -75,6 +77,10 @@ impl Credentials {
     {
         match self {
             Credentials::None => {}
+            // Two keys: a 401 is answered once with the other key, boxed like OAuth's.
+            Credentials::Basic(basic) if basic.has_fallback() => {
+                return Box::pin(basic.send(request, inner)).await
+            }
             Credentials::Basic(basic) => {
                 request
                     .headers_mut()

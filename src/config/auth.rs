@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use super::errors::{join, Problems};
-use super::fields::{choice, optional, required, secret};
+use super::fields::{choice, duration, optional, required, secret};
 use super::model::{
-    AuthConfig, BasicAuthConfig, ClientAuthMethod, DpopClock, DpopKeyConfig, OAuth2Config,
-    OAuthGrant, ProxyConfig, TlsConfig, TokenCacheConfig,
+    AuthConfig, BasicAuthConfig, BasicFallback, ClientAuthMethod, DpopClock, DpopKeyConfig,
+    OAuth2Config, OAuthGrant, ProxyConfig, TlsConfig, TokenCacheConfig, DEFAULT_FALLBACK_HOLD,
 };
 use super::net::parse_url;
 use super::proxy::{proxy, RawProxy};
@@ -62,10 +62,38 @@ pub(crate) fn auth(
 fn basic(p: &mut Problems, path: &str, raw: &RawBasic) -> Option<BasicAuthConfig> {
     let username = required(p, &join(path, "username"), &raw.username);
     let password = secret(p, path, "password", &raw.password, &raw.password_file, true);
+    let fallback = fallback(p, path, raw);
     Some(BasicAuthConfig {
         username: username?.to_string(),
         password: password.flatten()?,
+        fallback: fallback?,
     })
+}
+
+/// `fallback_password(_file)` and `fallback_hold` (§11): the hold means nothing without a
+/// fallback key, so it is refused alone rather than silently ignored.
+fn fallback(p: &mut Problems, path: &str, raw: &RawBasic) -> Option<Option<BasicFallback>> {
+    let password = secret(
+        p,
+        path,
+        "fallback_password",
+        &raw.fallback_password,
+        &raw.fallback_password_file,
+        false,
+    )?;
+    let hold_key = join(path, "fallback_hold");
+    let hold = duration(p, &hold_key, &raw.fallback_hold, DEFAULT_FALLBACK_HOLD)?;
+    match password {
+        Some(password) => Some(Some(BasicFallback { password, hold })),
+        None if raw.fallback_hold.is_some() => {
+            p.add(
+                hold_key,
+                "is only used with fallback_password (or fallback_password_file)",
+            );
+            None
+        }
+        None => Some(None),
+    }
 }
 
 fn oauth2(
@@ -238,3 +266,7 @@ fn dpop(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "auth_tests.rs"]
+mod tests;

@@ -284,7 +284,19 @@ pub struct BasicAuthConfig {
     pub username: String,
     /// Tango API key.
     pub password: SecretString,
+    /// A second active API key, for a rotation (§11).
+    pub fallback: Option<BasicFallback>,
 }
+
+/// The second API key of a Basic route and how long it stays in use once accepted.
+#[derive(Debug, Clone)]
+pub struct BasicFallback {
+    pub password: SecretString,
+    pub hold: Duration,
+}
+
+/// `auth.basic.fallback_hold` when not given.
+pub const DEFAULT_FALLBACK_HOLD: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OAuthGrant {

@@ -167,6 +167,7 @@ impl RawConfig {
             if let Some(RawAuth::Map(auth)) = &route.auth {
                 if let Some(basic) = &auth.basic {
                     files.push(basic.password_file.as_ref());
+                    files.push(basic.fallback_password_file.as_ref());
                 }
                 if let Some(oauth) = &auth.oauth2 {
                     files.extend(tls_files(oauth.tls.as_ref()));
@@ -438,6 +439,11 @@ pub(super) struct RawBasic {
     pub username: Option<Text>,
     pub password: Option<Text>,
     pub password_file: Option<Text>,
+    /// A second active API key (§11), sent once after a `401` to the primary.
+    pub fallback_password: Option<Text>,
+    pub fallback_password_file: Option<Text>,
+    /// How long an accepted fallback stays in use before the primary is tried again.
+    pub fallback_hold: Option<Text>,
 }
 
 #[derive(Deserialize, Default, JsonSchema)]

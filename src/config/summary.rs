@@ -133,7 +133,18 @@ fn write_summary(s: &mut String, c: &Config, now: SystemTime) -> std::fmt::Resul
 fn write_auth(s: &mut String, auth: &AuthConfig, now: SystemTime) -> std::fmt::Result {
     match auth {
         AuthConfig::None => writeln!(s, "  auth: none"),
-        AuthConfig::Basic(b) => writeln!(s, "  auth: basic (username {})", b.username),
+        AuthConfig::Basic(b) => {
+            writeln!(s, "  auth: basic (username {})", b.username)?;
+            match &b.fallback {
+                // That one is configured, never what it is.
+                Some(fallback) => writeln!(
+                    s,
+                    "    fallback key: configured (used for {} after a 401 to the primary)",
+                    human(fallback.hold)
+                ),
+                None => Ok(()),
+            }
+        }
         AuthConfig::OAuth2(o) => {
             let grant = match o.grant {
                 OAuthGrant::ClientCredentials => "client_credentials",

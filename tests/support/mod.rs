@@ -132,6 +132,24 @@ pub(crate) struct Staged {
     pub fake: FakeTango,
 }
 
+impl Staged {
+    /// Starts a gateway from the staged config file (which the test may have edited).
+    pub(crate) async fn start(self) -> Harness {
+        let gateway = start_gateway(&self.config_file).await;
+        Harness {
+            dir: self.dir,
+            pki: self.pki,
+            api_key: self.api_key,
+            client_secret: self.client_secret,
+            service_password: self.service_password,
+            config_file: self.config_file,
+            fake: self.fake,
+            gateway,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+}
+
 impl Setup {
     pub(crate) fn new() -> Setup {
         // Fast backoff by default so retry tests take milliseconds, not seconds.

@@ -19,8 +19,9 @@ use super::key::CacheKey;
 use super::nonce::Nonces;
 use super::store::{FileStore, MemoryStore, RedisStore, TokenStore};
 use super::{OAuthCredentials, OAuthSetupError};
+use crate::auth::basic::{BasicCredentials, BasicRoutes, InvalidBasicCredentials};
 use crate::auth::dpop::DpopKey;
-use crate::config::{DpopKeyConfig, OAuth2Config, TokenCacheConfig};
+use crate::config::{BasicAuthConfig, DpopKeyConfig, OAuth2Config, TokenCacheConfig};
 
 /// How often a shared store is checked while credentials use it, so an outage and its end
 /// show in logs, metrics and `/readyz` without waiting for a token refresh.
@@ -43,6 +44,8 @@ pub struct TokenSources {
     previous: HashMap<CacheKey, Arc<TokenSource>>,
     /// (route name, source) in file order, for `/readyz`.
     routes: Vec<(String, Arc<TokenSource>)>,
+    /// The Basic routes' credentials: a reload keeps the key in use (§11) of unchanged keys.
+    basic: BasicRoutes,
 }
 
 impl TokenSources {
@@ -61,7 +64,17 @@ impl TokenSources {
             ephemeral_keys: previous.map_or_else(HashMap::new, |p| p.ephemeral_keys.clone()),
             previous: previous.map_or_else(HashMap::new, |p| p.by_key.clone()),
             routes: Vec::new(),
+            basic: BasicRoutes::new(previous.map(|p| &p.basic)),
         }
+    }
+
+    /// The Basic credentials of route `route` (kept here so a reload can hand them on).
+    pub fn basic(
+        &mut self,
+        route: &str,
+        config: &BasicAuthConfig,
+    ) -> Result<Arc<BasicCredentials>, InvalidBasicCredentials> {
+        self.basic.credentials(route, config)
     }
 
     /// The credentials of route `route`, sharing the token source of any earlier route with
@@ -118,6 +131,7 @@ impl TokenSources {
     /// chain of reloads does not keep old generations alive.
     pub fn forget_previous(&mut self) {
         self.previous.clear();
+        self.basic.forget_previous();
     }
 
     /// Starts one refresher per credential, and the probe of a shared store that some
@@ -159,12 +173,15 @@ impl TokenSources {
             .collect()
     }
 
-    /// Warnings for `/readyz` (it stays 200): a shared token store that does not answer.
+    /// Warnings for `/readyz` (it stays 200): a shared token store that does not answer, a
+    /// Basic route on its fallback key.
     pub fn readiness_warnings(&self) -> Vec<String> {
-        if self.by_key.is_empty() {
-            return Vec::new();
+        let mut warnings = Vec::new();
+        if !self.by_key.is_empty() {
+            warnings.extend(self.store.readiness_warning());
         }
-        self.store.readiness_warning().into_iter().collect()
+        warnings.extend(self.basic.readiness_warnings(tokio::time::Instant::now()));
+        warnings
     }
 }
 
