@@ -5,6 +5,7 @@ pub mod client;
 pub mod connect;
 pub mod lease;
 pub mod pool;
+pub mod rejection;
 pub mod stall;
 pub mod timeout;
 pub mod tls;
