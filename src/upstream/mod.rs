@@ -6,6 +6,7 @@ pub mod connect;
 pub mod lease;
 pub mod pool;
 pub mod rejection;
+pub mod rejection_record;
 pub mod stall;
 pub mod timeout;
 pub mod tls;
