@@ -24,6 +24,7 @@ use crate::context::RequestContext;
 use crate::error::{BoxError, ERROR_HEADER};
 use crate::metrics::{self, metrics, RejectedLabels, RequestLabels, RouteLabels};
 use crate::telemetry::{self, access::AccessRecord};
+use crate::upstream::rejection::Cause;
 
 /// Paths longer than this are cut in the log (a caller controls them).
 const MAX_LOGGED_PATH: usize = 256;
@@ -149,6 +150,8 @@ impl Entry {
             gateway_error: self.gateway_error().unwrap_or("-"),
             attempts: request.context.attempts(),
             upstream_status: request.context.upstream_status().unwrap_or(0),
+            upstream_cause: Cause::from_code(request.context.upstream_cause_code())
+                .map_or("-", Cause::as_str),
             duration_ms: request.started.elapsed().as_secs_f64() * 1000.0,
             bytes,
             complete,

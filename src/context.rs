@@ -10,7 +10,7 @@
 //! leak a credential (the request id is the sanitised `x-request-id`).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use http::{HeaderValue, Request};
@@ -29,6 +29,9 @@ pub(crate) struct RequestContext {
     caller: OnceLock<Arc<Caller>>,
     attempts: AtomicU32,
     upstream_status: AtomicU16,
+    /// The code of the last non-2xx upstream answer's cause (`upstream::rejection::Cause`),
+    /// 0 for none; written for non-2xx answers only (see [`Self::upstream_cause_code`]).
+    upstream_cause: AtomicU8,
 }
 
 impl RequestContext {
@@ -106,6 +109,21 @@ impl RequestContext {
         match self.upstream_status.load(Ordering::Relaxed) {
             0 => None,
             status => Some(status),
+        }
+    }
+
+    /// Records the cause code of a non-2xx upstream answer (0: none), after its status.
+    pub(crate) fn set_upstream_cause(&self, code: u8) {
+        self.upstream_cause.store(code, Ordering::Relaxed);
+    }
+
+    /// The cause code of the last upstream answer, 0 when it had none. A 2xx answer writes no
+    /// cause (the 2xx path does no more than check its status), so an earlier attempt's cause
+    /// is hidden here when the last answer was 2xx.
+    pub(crate) fn upstream_cause_code(&self) -> u8 {
+        match self.upstream_status() {
+            Some(200..=299) | None => 0,
+            Some(_) => self.upstream_cause.load(Ordering::Relaxed),
         }
     }
 }

@@ -49,6 +49,13 @@ pub(crate) struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct CauseLabels {
+    pub route: Arc<str>,
+    /// A rejection cause (`upstream::rejection::Cause`): a closed set.
+    pub cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ReasonLabels {
     pub route: Arc<str>,
     pub reason: Cow<'static, str>,
@@ -104,6 +111,7 @@ pub(crate) struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: Family<RouteLabels, Histogram>,
     pub upstream_attempts: Family<OutcomeLabels, Counter>,
+    pub upstream_rejections: Family<CauseLabels, Counter>,
     pub retries: Family<ReasonLabels, Counter>,
     pub rejected: Family<RejectedLabels, Counter>,
     pub token_requests: Family<TokenLabels, Counter>,
@@ -165,6 +173,12 @@ impl Metrics {
             "upstream_attempts",
             "Upstream attempts by route and outcome (status class or failure kind)",
             upstream_attempts.clone(),
+        );
+        let upstream_rejections = Family::<CauseLabels, Counter>::default();
+        registry.register(
+            "upstream_rejections",
+            "Non-2xx upstream answers by route and cause (PRODUCT.md §11), one per attempt",
+            upstream_rejections.clone(),
         );
         let retries = Family::<ReasonLabels, Counter>::default();
         registry.register(
@@ -303,6 +317,7 @@ impl Metrics {
             requests,
             request_duration,
             upstream_attempts,
+            upstream_rejections,
             retries,
             rejected,
             token_requests,
@@ -406,6 +421,12 @@ pub(crate) fn observe_request_duration(labels: RouteLabels, seconds: f64) {
 /// Counts an upstream attempt (`tango_gateway_upstream_attempts_total`).
 pub(crate) fn count_upstream_attempt(labels: OutcomeLabels) {
     ATTEMPTS.with_borrow_mut(|series| series.get(&metrics().upstream_attempts, labels).inc());
+}
+
+/// Counts a non-2xx upstream answer (`tango_gateway_upstream_rejections_total`). Rare
+/// enough for the family's own lookup.
+pub(crate) fn count_upstream_rejection(labels: CauseLabels) {
+    metrics().upstream_rejections.get_or_create(&labels).inc();
 }
 
 thread_local! {

@@ -9,6 +9,8 @@ use std::process::Output;
 
 use support::{Harness, OAuth, Setup, Tls};
 use tango_gateway::doctor::{self, Hint, Options, Outcome, Report, RouteReport, Step};
+use tango_sandbox::fake::rejections::CannedAnswer;
+use tango_sandbox::fake::Fault;
 
 /// Runs doctor on the harness's own config file, loaded as the command loads it.
 async fn doctor(h: &Harness) -> Report {
@@ -166,7 +168,7 @@ async fn an_xff_rejected_by_the_alb_is_not_blamed_on_credentials() {
     );
     assert_failed(&report, Step::Call, Hint::XffRejected);
     let text = report.to_string();
-    assert!(text.contains("403 Forbidden"), "{text}");
+    assert!(text.contains("403 Forbidden: alb_xff: "), "{text}");
     assert!(text.contains("awselb/2.0"), "{text}");
     assert!(text.contains("this is not a credentials problem"), "{text}");
 }
@@ -176,7 +178,53 @@ async fn a_wrong_basic_password_is_a_credentials_problem() {
     let h = Setup::new().wrong_key().start().await;
     let report = doctor(&h).await;
     assert_failed(&report, Step::Call, Hint::CredentialsRefused);
-    assert!(report.to_string().contains("401 Unauthorized"));
+    let text = report.to_string();
+    assert!(text.contains("401 Unauthorized: unauthorized: "), "{text}");
+    assert!(text.contains("deactivated"), "{text}");
+}
+
+/// Each refusal the fake can word, named by the cause the gateway's metrics and log use, with
+/// its own hint.
+#[tokio::test]
+async fn each_refusal_is_named_by_its_cause_with_its_fix() {
+    let h = Harness::start().await;
+    for (answer, cause, hint) in [
+        (CannedAnswer::alb_forbidden(), "alb_xff", Hint::XffRejected),
+        (
+            CannedAnswer::alb_bad_gateway(),
+            "alb_other",
+            Hint::AlbRefused,
+        ),
+        (
+            CannedAnswer::browser_refused(),
+            "browser_refused",
+            Hint::BrowserRefused,
+        ),
+        (
+            CannedAnswer::unauthorized(),
+            "unauthorized",
+            Hint::CredentialsRefused,
+        ),
+        (
+            CannedAnswer::dpop_challenge("invalid_dpop_proof"),
+            "dpop_invalid",
+            Hint::DpopInvalid,
+        ),
+        (
+            CannedAnswer::rate_limited(30),
+            "rate_limited",
+            Hint::RateLimited,
+        ),
+    ] {
+        // Enough for every attempt the route's retry policy makes; the probe (step 4) takes
+        // one, the call the rest; what is left is cleared for the next case.
+        h.fake.push_fault(Fault::Answer { answer, times: 8 });
+        let report = doctor(&h).await;
+        h.fake.clear_faults();
+        assert_failed(&report, Step::Call, hint);
+        let call = raas(&report).step(Step::Call).unwrap();
+        assert!(call.detail.contains(&format!(": {cause}: ")), "{report}");
+    }
 }
 
 #[tokio::test]

@@ -4,16 +4,17 @@
 //!
 //! Invariants: the call takes exactly the path a caller's request takes (admission, hygiene,
 //! X-Forwarded-For, credentials, retry, TLS); doctor never touches the shared token store (the
-//! stack is built with a memory cache), and only the answer's status and a few header facts
-//! are kept: never its body, never a credential.
+//! stack is built with a memory cache), and only the answer's status, `Server` and its cause
+//! (the gateway's own classifier, on the first bytes a `403` needs) are kept: never its body,
+//! never a credential.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST, SERVER, USER_AGENT};
-use http::{HeaderMap, Request, StatusCode};
+use http::header::{HOST, SERVER, USER_AGENT};
+use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -33,9 +34,7 @@ use crate::context::RequestContext;
 use crate::error::{BoxError, ERROR_HEADER};
 use crate::inbound::route::is_allowed;
 use crate::stack::{self, GatewayService};
-
-/// Enough of the body to tell an HTML page from JSON; the rest is not read.
-const SNIFF_BYTES: usize = 1024;
+use crate::upstream::rejection::{self, Cause, BODY_PEEK_BYTES};
 /// Room for the in-memory connection's buffers (requests and heads are small).
 const PIPE_BYTES: usize = 64 * 1024;
 
@@ -46,7 +45,8 @@ pub struct Answer {
     /// `x-tango-gateway-error`: the gateway answered itself.
     pub gateway_error: Option<String>,
     pub server: Option<String>,
-    pub html: bool,
+    /// Why Tango refused (§11), by the classifier the gateway's metrics and log use.
+    pub cause: Option<Cause>,
 }
 
 /// Step 6 for `route` of `config`, calling `path` (origin-form, under the route's prefix).
@@ -96,41 +96,49 @@ pub fn verdict(answer: &Answer, target: &str) -> StepResult {
     if status.is_success() {
         return StepResult::pass(Step::Call, format!("{target} → {status}"));
     }
-    let from_alb = answer
-        .server
-        .as_deref()
-        .is_some_and(|s| s.to_ascii_lowercase().starts_with("awselb"));
-    let (detail, hint) = match status.as_u16() {
-        403 if from_alb || answer.html => {
-            let server = answer.server.as_deref().unwrap_or("no Server header");
-            let what = format!("an HTML page from the load balancer ({server})");
-            (what, Hint::XffRejected)
-        }
-        401 => (
+    let Some(cause) = answer.cause else {
+        let detail = format!("{target} → {status}: unexpected for a harmless GET");
+        return StepResult::fail(Step::Call, detail, Hint::UnexpectedStatus);
+    };
+    let server = answer.server.as_deref().unwrap_or("no Server header");
+    let (detail, hint) = match cause {
+        Cause::AlbXff => (
+            format!("an HTML page from the load balancer ({server})"),
+            Hint::XffRejected,
+        ),
+        Cause::AlbOther => (
+            format!("an answer the load balancer made itself ({server}), not Tango's API"),
+            Hint::AlbRefused,
+        ),
+        Cause::BrowserRefused => (
+            "Tango took the call for a browser's (403.001)".to_owned(),
+            Hint::BrowserRefused,
+        ),
+        Cause::Unauthorized => (
             "Tango refused the credentials".to_owned(),
             Hint::CredentialsRefused,
         ),
-        403 => ("Tango's API refused the call".to_owned(), Hint::Forbidden),
-        404 => ("Tango has no such path".to_owned(), Hint::PathNotFound),
-        429 => ("rate-limited".to_owned(), Hint::RateLimited),
-        500..=599 => ("a server error from Tango".to_owned(), Hint::UpstreamError),
-        _ => (
-            "unexpected for a harmless GET".to_owned(),
-            Hint::UnexpectedStatus,
+        Cause::DpopNonce => (
+            "Tango still asked for a DPoP nonce after the gateway's nonce round trip".to_owned(),
+            Hint::DpopNonce,
         ),
+        Cause::DpopInvalid => (
+            "Tango refused the DPoP proof or the token bound to it".to_owned(),
+            Hint::DpopInvalid,
+        ),
+        Cause::RateLimited => ("rate-limited".to_owned(), Hint::RateLimited),
+        Cause::ClientError => match status.as_u16() {
+            403 => ("Tango's API refused the call".to_owned(), Hint::Forbidden),
+            404 => ("Tango has no such path".to_owned(), Hint::PathNotFound),
+            _ => (
+                "unexpected for a harmless GET".to_owned(),
+                Hint::UnexpectedStatus,
+            ),
+        },
+        Cause::ServerError => ("a server error from Tango".to_owned(), Hint::UpstreamError),
     };
-    StepResult::fail(Step::Call, format!("{target} → {status}: {detail}"), hint)
-}
-
-/// An HTML page, by content type or by its first bytes.
-pub fn is_html(headers: &HeaderMap, head: &[u8]) -> bool {
-    let typed = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().starts_with("text/html"));
-    let text = String::from_utf8_lossy(head);
-    let start = text.trim_start().to_ascii_lowercase();
-    typed || start.starts_with("<html") || start.starts_with("<!doctype html")
+    let detail = format!("{target} → {status}: {cause}: {detail}");
+    StepResult::fail(Step::Call, detail, hint)
 }
 
 /// A caller address the route admits: loopback when allowed (the gateway's usual sidecar
@@ -197,7 +205,7 @@ async fn exchange(service: GatewayService, peer: IpAddr, path: &str) -> Result<A
             status: parts.status,
             gateway_error: parts.headers.get(ERROR_HEADER).and_then(text),
             server: parts.headers.get(SERVER).and_then(text),
-            html: is_html(&parts.headers, &head),
+            cause: rejection::classify(parts.status, &parts.headers, &head),
         })
     }
     .await;
@@ -205,11 +213,11 @@ async fn exchange(service: GatewayService, peer: IpAddr, path: &str) -> Result<A
     result
 }
 
-/// The first bytes of the body (at most [`SNIFF_BYTES`]), enough to recognise HTML.
+/// The first bytes of the body (at most [`BODY_PEEK_BYTES`]): what the classifier may read.
 async fn read_head(body: Incoming) -> Bytes {
     let mut head = Vec::new();
     let mut body = body;
-    while head.len() < SNIFF_BYTES {
+    while head.len() < BODY_PEEK_BYTES {
         match body.frame().await {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
@@ -219,7 +227,7 @@ async fn read_head(body: Incoming) -> Bytes {
             Some(Err(_)) | None => break,
         }
     }
-    head.truncate(SNIFF_BYTES);
+    head.truncate(BODY_PEEK_BYTES);
     Bytes::from(head)
 }
 

@@ -1,4 +1,5 @@
-//! The call step's pure parts: the verdict on an answer, HTML detection, the synthetic peer.
+//! The call step's pure parts: the verdict on an answer (its cause and hint), the synthetic
+//! peer.
 #![allow(clippy::unwrap_used)]
 
 use http::HeaderValue;
@@ -7,17 +8,31 @@ use super::*;
 use crate::doctor::report::Outcome;
 
 fn answer(status: u16) -> Answer {
+    classified(status, &[], b"")
+}
+
+/// An answer as doctor keeps it: its cause given by the gateway's classifier.
+fn classified(status: u16, headers: &[(&'static str, &'static str)], body: &[u8]) -> Answer {
+    let status = StatusCode::from_u16(status).unwrap();
+    let mut map = http::HeaderMap::new();
+    for (name, value) in headers {
+        map.append(*name, HeaderValue::from_static(value));
+    }
     Answer {
-        status: StatusCode::from_u16(status).unwrap(),
+        status,
         gateway_error: None,
-        server: None,
-        html: false,
+        server: map
+            .get(http::header::SERVER)
+            .map(|v| v.to_str().unwrap().to_owned()),
+        cause: crate::upstream::rejection::classify(status, &map, body),
     }
 }
 
 fn judged(answer: &Answer) -> StepResult {
     verdict(answer, "GET /raas/v2/catalogs")
 }
+
+const ALB_PAGE: &[u8] = b"<html>\r\n<head><title>403 Forbidden</title></head></html>";
 
 #[test]
 fn success_passes() {
@@ -29,31 +44,59 @@ fn success_passes() {
 
 #[test]
 fn the_albs_403_is_an_xff_problem_not_a_credentials_problem() {
-    let alb = Answer {
-        server: Some("awselb/2.0".to_owned()),
-        html: true,
-        ..answer(403)
-    };
+    let alb = classified(403, &[("server", "awselb/2.0")], ALB_PAGE);
     let result = judged(&alb);
     assert_eq!(result.outcome, Outcome::Fail);
     assert_eq!(result.hint, Some(Hint::XffRejected));
+    assert!(result.detail.contains("alb_xff"), "{}", result.detail);
     assert!(result.detail.contains("awselb/2.0"), "{}", result.detail);
-    // Either mark alone is enough: some proxies strip `Server`.
-    let html_only = Answer {
-        html: true,
-        ..answer(403)
-    };
-    assert_eq!(judged(&html_only).hint, Some(Hint::XffRejected));
-    let server_only = Answer {
-        server: Some("awselb/2.0".to_owned()),
-        ..answer(403)
-    };
-    assert_eq!(judged(&server_only).hint, Some(Hint::XffRejected));
 }
 
 #[test]
-fn a_json_403_is_the_api_refusing() {
-    assert_eq!(judged(&answer(403)).hint, Some(Hint::Forbidden));
+fn another_answer_of_the_alb_is_named_as_the_albs() {
+    let headers = [("server", "awselb/2.0"), ("content-type", "text/html")];
+    let result = judged(&classified(502, &headers, b"<html></html>"));
+    assert_eq!(result.hint, Some(Hint::AlbRefused));
+    assert!(result.detail.contains("alb_other"), "{}", result.detail);
+}
+
+#[test]
+fn a_json_403_is_the_api_refusing_unless_it_names_403_001() {
+    let json = [("content-type", "application/json")];
+    let refused = judged(&classified(403, &json, br#"{"httpCode":403}"#));
+    assert_eq!(refused.hint, Some(Hint::Forbidden));
+    assert!(
+        refused.detail.contains("client_error"),
+        "{}",
+        refused.detail
+    );
+    let browser = judged(&classified(403, &json, br#"{"i18nKey":"403.001"}"#));
+    assert_eq!(browser.hint, Some(Hint::BrowserRefused));
+    assert!(
+        browser.detail.contains("browser_refused"),
+        "{}",
+        browser.detail
+    );
+}
+
+#[test]
+fn dpop_refusals_are_told_apart_from_credentials() {
+    let invalid = [("www-authenticate", r#"DPoP error="invalid_dpop_proof""#)];
+    let result = judged(&classified(401, &invalid, b""));
+    assert_eq!(result.hint, Some(Hint::DpopInvalid));
+    assert!(result.detail.contains("dpop_invalid"), "{}", result.detail);
+    let nonce = [("www-authenticate", r#"DPoP error="use_dpop_nonce""#)];
+    assert_eq!(
+        judged(&classified(401, &nonce, b"")).hint,
+        Some(Hint::DpopNonce)
+    );
+    let unauthorized = judged(&answer(401));
+    assert_eq!(unauthorized.hint, Some(Hint::CredentialsRefused));
+    assert!(
+        unauthorized.detail.contains("unauthorized"),
+        "{}",
+        unauthorized.detail
+    );
 }
 
 #[test]
@@ -91,19 +134,6 @@ fn a_gateway_error_names_its_code_whatever_the_status() {
         ..answer(403)
     };
     assert!(matches!(judged(&refused).hint, Some(Hint::Gateway(_))));
-}
-
-#[test]
-fn html_by_content_type_or_by_its_first_bytes() {
-    let mut headers = HeaderMap::new();
-    assert!(!is_html(&headers, br#"{"errors":[]}"#));
-    assert!(is_html(&headers, b"\r\n<html>\r\n<head>"));
-    assert!(is_html(&headers, b"<!DOCTYPE html><html>"));
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    assert!(is_html(&headers, b""));
 }
 
 fn nets(list: &[&str]) -> Vec<IpNet> {

@@ -45,10 +45,18 @@ pub enum Hint {
     DpopKey,
     /// The token endpoint issues Bearer tokens to a client configured for DPoP.
     DpopNotIssued,
-    /// Tango's ALB refused `X-Forwarded-For`.
+    /// Tango's ALB refused `X-Forwarded-For` (cause `alb_xff`).
     XffRejected,
-    /// `401` from the API.
+    /// Any other answer the ALB made itself (cause `alb_other`).
+    AlbRefused,
+    /// `403.001`: Tango took the call for a browser's (cause `browser_refused`).
+    BrowserRefused,
+    /// `401` from the API (cause `unauthorized`).
     CredentialsRefused,
+    /// `401` asking for a DPoP nonce even after the nonce round trip (cause `dpop_nonce`).
+    DpopNonce,
+    /// `401` refusing the DPoP proof or its token (cause `dpop_invalid`).
+    DpopInvalid,
     /// `403` from the API itself (not the ALB).
     Forbidden,
     /// `404` from the API.
@@ -164,8 +172,29 @@ impl fmt::Display for Hint {
                  forwarded_for and any proxy between the gateway and Tango — this is not a \
                  credentials problem"
             }
+            Hint::AlbRefused => {
+                "Tango's load balancer answered, not its API: for a 403 check forwarded_for and \
+                 any proxy that rewrites X-Forwarded-For; for a 502/503/504 Tango's service \
+                 behind it is unavailable: retry later, check Tango's status"
+            }
+            Hint::BrowserRefused => {
+                "Tango refuses calls from a browser context: remove Origin and \
+                 Sec-Fetch-* headers from what is sent (inbound.reject_browser_requests refuses \
+                 such callers at the gateway)"
+            }
             Hint::CredentialsRefused => {
-                "credentials refused: check the Basic username/password or OAuth client"
+                "credentials refused: check the platform name and API key (basic.username, \
+                 basic.password_file) — the key may have been deactivated or rotated in the \
+                 Tango portal — or the OAuth client and its token"
+            }
+            Hint::DpopNonce => {
+                "Tango kept asking for a DPoP nonce: a proxy may strip the DPoP-Nonce header \
+                 from answers, or replicas behind Tango disagree on nonces; retry, then tell Tango"
+            }
+            Hint::DpopInvalid => {
+                "Tango refused the DPoP proof: check this machine's clock (proofs are refused \
+                 outside ±60 s; NTP), the DPoP key (oauth2.dpop) registered with Tango, and that \
+                 the token is DPoP-bound"
             }
             Hint::Forbidden => {
                 "Tango's API (not its load balancer) refused this call: the platform or client \
@@ -232,6 +261,13 @@ mod tests {
         let text = Hint::XffRejected.to_string();
         assert!(text.contains("bare IPs, no ports"));
         assert!(text.contains("not a credentials problem"));
+    }
+
+    #[test]
+    fn the_dpop_and_browser_hints_name_their_fix() {
+        assert!(Hint::DpopInvalid.to_string().contains("clock"));
+        assert!(Hint::BrowserRefused.to_string().contains("Origin"));
+        assert!(Hint::CredentialsRefused.to_string().contains("deactivated"));
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub struct AccessRecord<'a> {
     pub gateway_error: &'a str,
     pub attempts: u32,
     pub upstream_status: u16,
+    /// Why Tango refused (§11): the final upstream answer's cause, `-` when it was 2xx or
+    /// there was none.
+    pub upstream_cause: &'static str,
     pub duration_ms: f64,
     pub bytes: u64,
     pub complete: bool,
@@ -80,6 +83,7 @@ fn emit_event(record: &AccessRecord<'_>) {
         gateway_error = record.gateway_error,
         attempts = record.attempts,
         upstream_status = record.upstream_status,
+        upstream_cause = record.upstream_cause,
         duration_ms = record.duration_ms,
         bytes = record.bytes,
         complete = record.complete,
@@ -125,6 +129,9 @@ fn push_json_line(
     line.push_str(itoa::Buffer::new().format(record.attempts));
     line.push_str(",\"upstream_status\":");
     line.push_str(itoa::Buffer::new().format(record.upstream_status));
+    // A closed set of plain words: no escaping needed, but pushed like any string.
+    line.push_str(",\"upstream_cause\":");
+    push_string(line, record.upstream_cause);
     line.push_str(",\"duration_ms\":");
     push_float(line, record.duration_ms);
     line.push_str(",\"bytes\":");
@@ -174,6 +181,7 @@ mod tests {
             gateway_error,
             attempts: 1,
             upstream_status: 200,
+            upstream_cause: "-",
             duration_ms: 42.309566,
             bytes: 204,
             complete: true,
@@ -188,7 +196,8 @@ mod tests {
                 method: "PATCH",
                 status: 504,
                 attempts: 3,
-                upstream_status: 0,
+                upstream_status: 503,
+                upstream_cause: "server_error",
                 duration_ms: f64::NAN,
                 bytes: 0,
                 complete: false,
@@ -205,6 +214,7 @@ mod tests {
             let parsed: serde_json::Value = serde_json::from_str(&direct).unwrap_or_default();
             assert_eq!(parsed["path"], record.path);
             assert_eq!(parsed["route"], record.route);
+            assert_eq!(parsed["upstream_cause"], record.upstream_cause);
             assert_eq!(parsed["target"], "tango_gateway::access");
         }
     }

@@ -26,6 +26,7 @@ use rustls::ClientConfig;
 
 use super::connect::{alpn_protocols, Destination, TCP_KEEPALIVE};
 use super::pool::{Pool, PoolSettings, ResponseFuture, POOL_IDLE_TIMEOUT};
+use super::rejection_record::{observe, Observed, Peek};
 use super::stall::StallGuard;
 use super::tls::{client_config, TlsSetupError};
 use crate::body::{Payload, ResponseBody};
@@ -277,6 +278,7 @@ impl Service<Request<Payload>> for Upstream {
             sent: self.pools.get().send(request),
             context,
             body_timeout: self.body_timeout,
+            peek: None,
         }
     }
 }
@@ -288,6 +290,8 @@ pin_project_lite::pin_project! {
         sent: ResponseFuture,
         context: Option<Arc<RequestContext>>,
         body_timeout: Duration,
+        // A non-2xx answer whose cause needs its first bytes (§11).
+        peek: Option<Peek>,
     }
 }
 
@@ -296,8 +300,12 @@ impl Future for UpstreamFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        if let Some(peek) = this.peek.as_mut() {
+            return peek.poll(cx).map(Ok);
+        }
         let response = ready!(this.sent.as_mut().poll(cx))?;
-        if let Some(context) = this.context.take() {
+        let context = this.context.take();
+        if let Some(context) = &context {
             context.set_upstream_status(response.status());
         }
         let (mut parts, body) = response.into_parts();
@@ -305,7 +313,21 @@ impl Future for UpstreamFuture {
         // A body that stalls mid-stream ends with an error, which makes the server abort
         // the caller's response: a truncated body, never a clean end (§9).
         let body = StallGuard::new(body, *this.body_timeout).boxed_unsync();
-        Poll::Ready(Ok(Response::from_parts(parts, body)))
+        let response = Response::from_parts(parts, body);
+        // The 2xx path ends here: one status check is all it pays for §11.
+        if response.status().is_success() {
+            return Poll::Ready(Ok(response));
+        }
+        match observe(response, context) {
+            Observed::Done(response) => Poll::Ready(Ok(response)),
+            Observed::Peek(mut peek) => {
+                let polled = peek.poll(cx);
+                if polled.is_pending() {
+                    *this.peek = Some(peek);
+                }
+                polled.map(Ok)
+            }
+        }
     }
 }
 

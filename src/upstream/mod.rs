@@ -5,6 +5,8 @@ pub mod client;
 pub mod connect;
 pub mod lease;
 pub mod pool;
+pub mod rejection;
+pub mod rejection_record;
 pub mod stall;
 pub mod timeout;
 pub mod tls;

@@ -64,7 +64,7 @@ enum Route {
 impl State {
     pub(super) fn push_fault(&mut self, fault: Fault) {
         let times = match fault {
-            Fault::Status { times, .. } => times,
+            Fault::Status { times, .. } | Fault::Answer { times, .. } => times,
             _ => 1,
         };
         // `times: 0` would apply to no request: nothing to queue.
@@ -188,6 +188,7 @@ async fn api(
             }
             return Ok(response);
         }
+        Some(Fault::Answer { answer, .. }) => return Ok(canned(answer)),
         Some(Fault::Hang) => {
             shared.shut_down().await;
             return Err(DropConnection);
@@ -230,6 +231,20 @@ pub(super) fn json(status: StatusCode, body: &serde_json::Value) -> Response<Fak
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    mark(response)
+}
+
+/// A canned answer as it is; a header that is not valid is left out.
+fn canned(answer: super::rejections::CannedAnswer) -> Response<FakeBody> {
+    let mut response = Response::new(FakeBody::full(answer.body));
+    *response.status_mut() =
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in &answer.headers {
+        let name = http::header::HeaderName::from_bytes(name.as_bytes());
+        if let (Ok(name), Ok(value)) = (name, HeaderValue::from_str(value)) {
+            response.headers_mut().append(name, value);
+        }
+    }
     mark(response)
 }
 

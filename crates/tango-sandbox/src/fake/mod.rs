@@ -23,6 +23,7 @@ mod handler;
 mod inflight;
 mod oauth;
 pub mod raas;
+pub mod rejections;
 mod rotation;
 #[cfg(test)]
 pub(crate) mod test_proofs;
@@ -162,6 +163,12 @@ pub enum Fault {
     /// Answer normally, but send the body `chunk` bytes at a time with `pause` between chunks
     /// (slow, yet never silent for longer than `pause`).
     SlowBody { chunk: usize, pause: Duration },
+    /// Answer exactly `answer` (status, headers, body) for the next `times` requests: a
+    /// refusal as Tango's edge or API words it ([`rejections::CannedAnswer`]).
+    Answer {
+        answer: rejections::CannedAnswer,
+        times: usize,
+    },
 }
 
 /// Misbehaviour of the fake's listener for the next new connections (see
