@@ -652,10 +652,7 @@ mod tests {
                     // A histogram's own name (in prose) stands for its `_bucket` series.
                     let known = exported.contains(word)
                         || exported.contains(format!("{word}_bucket").as_str());
-                    assert!(
-                        known,
-                        "{file} names {word}, which is not exported"
-                    );
+                    assert!(known, "{file} names {word}, which is not exported");
                 }
             }
             assert!(named > 5, "{file} names only {named} series");
