@@ -112,12 +112,17 @@ async fn with_the_local_clock_proofs_are_refused_and_the_skew_is_reported() {
     let (status, warning) = readyz_skew_warning(&h).await;
     assert_eq!(status, 503, "no token: not ready ({warning})");
     assert!(warning.contains(&origin(&h)), "{warning}");
-    assert!(
-        warning.contains("+90 s") || warning.contains("+91 s"),
-        "{warning}"
-    );
+    // The offset is read from a Date with 1 s resolution and reads low by the answer's
+    // latency: a few seconds below +90 on a busy machine, never above +92.
+    let said: i64 = warning
+        .split(" is +")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no +N s in {warning}"));
+    assert!((85..=92).contains(&said), "{warning}");
     let skew = skew_gauge(&h).await;
-    assert!((88.0..=92.0).contains(&skew), "gauge {skew}");
+    assert!((85.0..=92.0).contains(&skew), "gauge {skew}");
     assert_eq!(h.fake.tokens_issued(), 0);
     let refusal = h.fake.last_proof_error().unwrap_or_default();
     assert!(refusal.contains("iat"), "{refusal}");
@@ -140,7 +145,7 @@ async fn with_the_server_clock_proofs_are_accepted_after_the_first_answer() {
     let (status, warning) = readyz_skew_warning(&h).await;
     assert_eq!(status, 200, "{warning}");
     let skew = skew_gauge(&h).await;
-    assert!((88.0..=92.0).contains(&skew), "gauge {skew}");
+    assert!((85.0..=92.0).contains(&skew), "gauge {skew}");
 
     let answer = h.get("/raas/v2/catalogs").await;
     assert_eq!(answer.status, 200, "{:?}", answer.body);
@@ -183,5 +188,5 @@ async fn a_refused_proof_is_signed_again_when_the_server_clock_jumped() {
         "the same token"
     );
     let skew = skew_gauge(&h).await;
-    assert!((-92.0..=-88.0).contains(&skew), "gauge {skew}");
+    assert!((-95.0..=-88.0).contains(&skew), "gauge {skew}");
 }
