@@ -1,8 +1,9 @@
 //! One access-log event per request (PRODUCT.md §7), emitted when the answer's body has been
 //! sent (or abandoned), so `duration_ms` and `bytes` are what the caller really got.
 //!
-//! Invariant: the event carries no header value, no query string and no body: nothing in it
-//! can hold a credential.
+//! Invariant: the event carries no query string, no body and no header value but the caller's
+//! `User-Agent` (cut to 256 bytes) and the trace id of its `traceparent`: nothing in it can
+//! hold a credential.
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -28,6 +29,11 @@ use crate::upstream::rejection::Cause;
 
 /// Paths longer than this are cut in the log (a caller controls them).
 const MAX_LOGGED_PATH: usize = 256;
+
+/// `User-Agent` values are cut to this many bytes in the log (§13).
+const MAX_LOGGED_USER_AGENT: usize = 256;
+
+static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct AccessLogLayer;
@@ -70,6 +76,10 @@ struct Pending {
     /// line, not a copy. The log shows its path only; the query (which may carry secrets)
     /// is held in memory until the answer ends and never written anywhere.
     uri: Uri,
+    /// The caller's `User-Agent` and `traceparent`: shares of hyper's parsed header block,
+    /// not copies (logged cut, and only a valid trace id).
+    user_agent: Option<HeaderValue>,
+    traceparent: Option<HeaderValue>,
     started: Instant,
 }
 
@@ -140,10 +150,17 @@ impl Entry {
 
     fn emit(&self, bytes: u64, complete: bool) {
         let request = &self.request;
+        let user_agent = request.user_agent.as_ref().map(logged_user_agent);
         telemetry::access::emit(&AccessRecord {
             request_id: request.context.request_id().unwrap_or(""),
+            trace_id: request
+                .traceparent
+                .as_ref()
+                .and_then(|value| telemetry::traceparent::trace_id(value.as_bytes()))
+                .unwrap_or("-"),
             route: request.context.route().map_or("-", |name| &**name),
             caller: request.context.caller().map_or("-", |caller| &*caller.name),
+            peer: request.context.peer().map(|peer| peer.ip().to_canonical()),
             method: request.method.as_str(),
             path: &logged_path(request.uri.path()),
             status: self.status.as_u16(),
@@ -152,10 +169,27 @@ impl Entry {
             upstream_status: request.context.upstream_status().unwrap_or(0),
             upstream_cause: Cause::from_code(request.context.upstream_cause_code())
                 .map_or("-", Cause::as_str),
+            upstream_ms: request.context.upstream_time().as_secs_f64() * 1000.0,
             duration_ms: request.started.elapsed().as_secs_f64() * 1000.0,
             bytes,
             complete,
+            user_agent: user_agent.as_deref().unwrap_or("-"),
         });
+    }
+}
+
+/// The `User-Agent` as logged: its first [`MAX_LOGGED_USER_AGENT`] bytes, cut back to a
+/// character boundary; bytes that are not UTF-8 (obs-text) are replaced, not dropped.
+fn logged_user_agent(value: &HeaderValue) -> Cow<'_, str> {
+    let bytes = value.as_bytes();
+    let bytes = &bytes[..bytes.len().min(MAX_LOGGED_USER_AGENT)];
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        // Cut inside a character: keep what precedes it.
+        Err(error) if error.error_len().is_none() => {
+            Cow::Borrowed(std::str::from_utf8(&bytes[..error.valid_up_to()]).unwrap_or(""))
+        }
+        Err(_) => String::from_utf8_lossy(bytes),
     }
 }
 
@@ -189,6 +223,8 @@ where
             context: RequestContext::of(&mut request),
             method: request.method().clone(),
             uri: request.uri().clone(),
+            user_agent: request.headers().get(http::header::USER_AGENT).cloned(),
+            traceparent: request.headers().get(&TRACEPARENT).cloned(),
             started: Instant::now(),
         };
         AccessLogFuture {
@@ -313,5 +349,22 @@ mod tests {
         assert_eq!(cut.chars().count(), MAX_LOGGED_PATH + 1);
         assert!(cut.ends_with('…'));
         assert!(long.starts_with(cut.trim_end_matches('…')));
+    }
+
+    #[test]
+    fn user_agents_are_cut_to_256_bytes_on_a_character_boundary() {
+        let short = HeaderValue::from_static("payouts/1.0");
+        assert!(matches!(
+            logged_user_agent(&short),
+            Cow::Borrowed("payouts/1.0")
+        ));
+        let long = HeaderValue::from_str(&"a".repeat(1000)).unwrap_or(short.clone());
+        assert_eq!(logged_user_agent(&long).len(), MAX_LOGGED_USER_AGENT);
+        // 255 ASCII bytes then a two-byte character: the character would end past 256.
+        let split = HeaderValue::from_bytes(format!("{}é", "a".repeat(255)).as_bytes())
+            .unwrap_or(short.clone());
+        assert_eq!(logged_user_agent(&split), "a".repeat(255));
+        let obs_text = HeaderValue::from_bytes(b"agent\xff/1").unwrap_or(short);
+        assert_eq!(logged_user_agent(&obs_text), "agent\u{fffd}/1");
     }
 }

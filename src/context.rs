@@ -10,8 +10,9 @@
 //! leak a credential (the request id is the sanitised `x-request-id`).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use http::{HeaderValue, Request};
 
@@ -32,6 +33,9 @@ pub(crate) struct RequestContext {
     /// The code of the last non-2xx upstream answer's cause (`upstream::rejection::Cause`),
     /// 0 for none; written for non-2xx answers only (see [`Self::upstream_cause_code`]).
     upstream_cause: AtomicU8,
+    /// Time spent waiting on the upstream, summed over attempts (µs): see
+    /// [`Self::add_upstream_time`].
+    upstream_micros: AtomicU64,
 }
 
 impl RequestContext {
@@ -125,5 +129,18 @@ impl RequestContext {
             Some(200..=299) | None => 0,
             Some(_) => self.upstream_cause.load(Ordering::Relaxed),
         }
+    }
+
+    /// Adds one attempt's time: from sending it to its answer's headers, or to its failure or
+    /// abandonment (attempt timeout, caller gone). Backoff waits and body streaming are not
+    /// upstream time.
+    pub(crate) fn add_upstream_time(&self, elapsed: Duration) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.upstream_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// The time spent waiting on the upstream so far (the access log's `upstream_ms`).
+    pub(crate) fn upstream_time(&self) -> Duration {
+        Duration::from_micros(self.upstream_micros.load(Ordering::Relaxed))
     }
 }

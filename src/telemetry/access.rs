@@ -15,7 +15,9 @@
 //! keep their order.
 
 use std::cell::RefCell;
+use std::fmt;
 use std::io::Write;
+use std::net::IpAddr;
 use std::sync::OnceLock;
 
 use tracing_appender::non_blocking::NonBlocking;
@@ -28,9 +30,13 @@ use super::timestamp;
 #[derive(Debug, Clone, Copy)]
 pub struct AccessRecord<'a> {
     pub request_id: &'a str,
+    /// The trace id of the caller's valid `traceparent`, `-` when it sent none.
+    pub trace_id: &'a str,
     pub route: &'a str,
     /// The caller's name (§10), `-` when callers are not configured.
     pub caller: &'a str,
+    /// The caller's IP address (the TCP peer), when known.
+    pub peer: Option<IpAddr>,
     pub method: &'a str,
     pub path: &'a str,
     pub status: u16,
@@ -40,9 +46,25 @@ pub struct AccessRecord<'a> {
     /// Why Tango refused (§11): the final upstream answer's cause, `-` when it was 2xx or
     /// there was none.
     pub upstream_cause: &'static str,
+    /// Time spent waiting on Tango, summed over attempts (send to answer headers).
+    pub upstream_ms: f64,
     pub duration_ms: f64,
     pub bytes: u64,
     pub complete: bool,
+    /// The caller's `User-Agent`, already cut to its first 256 bytes; `-` when absent.
+    pub user_agent: &'a str,
+}
+
+/// The peer as logged: the address, or `-`.
+struct Peer(Option<IpAddr>);
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(ip) => ip.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
 }
 
 /// The log writer's queue, when the `json` subscriber is installed (set once, by `init`).
@@ -75,8 +97,10 @@ fn emit_event(record: &AccessRecord<'_>) {
     tracing::info!(
         target: "tango_gateway::access",
         request_id = record.request_id,
+        trace_id = record.trace_id,
         route = record.route,
         caller = record.caller,
+        peer = %Peer(record.peer),
         method = record.method,
         path = record.path,
         status = record.status,
@@ -84,9 +108,11 @@ fn emit_event(record: &AccessRecord<'_>) {
         attempts = record.attempts,
         upstream_status = record.upstream_status,
         upstream_cause = record.upstream_cause,
+        upstream_ms = record.upstream_ms,
         duration_ms = record.duration_ms,
         bytes = record.bytes,
         complete = record.complete,
+        user_agent = record.user_agent,
         "request"
     );
 }
@@ -113,10 +139,20 @@ fn push_json_line(
     push_time(line);
     line.push_str("\",\"level\":\"INFO\",\"message\":\"request\",\"request_id\":");
     push_string(line, record.request_id);
+    line.push_str(",\"trace_id\":");
+    push_string(line, record.trace_id);
     line.push_str(",\"route\":");
     push_string(line, record.route);
     line.push_str(",\"caller\":");
     push_string(line, record.caller);
+    // An address or `-`: nothing to escape.
+    line.push_str(",\"peer\":\"");
+    {
+        use std::fmt::Write as _;
+        // Writing into a `String` cannot fail.
+        let _ = write!(line, "{}", Peer(record.peer));
+    }
+    line.push('"');
     line.push_str(",\"method\":");
     push_string(line, record.method);
     line.push_str(",\"path\":");
@@ -132,6 +168,8 @@ fn push_json_line(
     // A closed set of plain words: no escaping needed, but pushed like any string.
     line.push_str(",\"upstream_cause\":");
     push_string(line, record.upstream_cause);
+    line.push_str(",\"upstream_ms\":");
+    push_float(line, record.upstream_ms);
     line.push_str(",\"duration_ms\":");
     push_float(line, record.duration_ms);
     line.push_str(",\"bytes\":");
@@ -141,6 +179,8 @@ fn push_json_line(
     } else {
         ",\"complete\":false"
     });
+    line.push_str(",\"user_agent\":");
+    push_string(line, record.user_agent);
     line.push_str(",\"target\":\"tango_gateway::access\"}\n");
 }
 
@@ -173,8 +213,10 @@ mod tests {
     fn record<'a>(path: &'a str, route: &'a str, gateway_error: &'a str) -> AccessRecord<'a> {
         AccessRecord {
             request_id: "ad36ff8d-a88f-4d6d-9ada-46c178564d78",
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
             route,
             caller: "payouts",
+            peer: Some(IpAddr::from([10, 1, 2, 3])),
             method: "GET",
             path,
             status: 200,
@@ -182,9 +224,11 @@ mod tests {
             attempts: 1,
             upstream_status: 200,
             upstream_cause: "-",
+            upstream_ms: 40.125,
             duration_ms: 42.309566,
             bytes: 204,
             complete: true,
+            user_agent: "payouts-service/1.4 (+ops@example.com)",
         }
     }
 
@@ -198,6 +242,10 @@ mod tests {
                 attempts: 3,
                 upstream_status: 503,
                 upstream_cause: "server_error",
+                peer: Some("2001:db8::7".parse().unwrap_or(IpAddr::from([0; 4]))),
+                trace_id: "-",
+                upstream_ms: 0.0,
+                user_agent: "curl/8 \"quoted\" \\ \u{7}",
                 duration_ms: f64::NAN,
                 bytes: 0,
                 complete: false,
@@ -215,6 +263,9 @@ mod tests {
             assert_eq!(parsed["path"], record.path);
             assert_eq!(parsed["route"], record.route);
             assert_eq!(parsed["upstream_cause"], record.upstream_cause);
+            assert_eq!(parsed["user_agent"], record.user_agent);
+            assert_eq!(parsed["trace_id"], record.trace_id);
+            assert_eq!(parsed["peer"], Peer(record.peer).to_string());
             assert_eq!(parsed["target"], "tango_gateway::access");
         }
     }
@@ -232,9 +283,18 @@ mod tests {
             path in ".{0,40}",
             route in ".{0,12}",
             gateway_error in ".{0,12}",
+            user_agent in ".{0,40}",
             duration_ms in proptest::num::f64::ANY,
+            upstream_ms in proptest::num::f64::ANY,
+            peer in proptest::option::of(any::<IpAddr>()),
         ) {
-            let record = AccessRecord { duration_ms, ..record(&path, &route, &gateway_error) };
+            let record = AccessRecord {
+                duration_ms,
+                upstream_ms,
+                peer,
+                user_agent: &user_agent,
+                ..record(&path, &route, &gateway_error)
+            };
             let direct = direct_line(&record);
             let event = event_line(&record);
             prop_assert_eq!(after_timestamp(direct.trim_end()), after_timestamp(&event));

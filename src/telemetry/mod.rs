@@ -9,6 +9,7 @@
 pub mod access;
 mod json;
 mod timestamp;
+pub mod traceparent;
 
 use std::io::BufWriter;
 

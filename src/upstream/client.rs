@@ -20,6 +20,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use secrecy::ExposeSecret;
+// On tokio's clock, as the access log's own duration.
+use tokio::time::Instant;
 use tower::Service;
 
 use rustls::ClientConfig;
@@ -272,14 +274,42 @@ impl Service<Request<Payload>> for Upstream {
         // The pool picks HTTP/1.1 or h2 per connection (ALPN); an inbound h2 request must
         // not force h2 on an HTTP/1.1 upstream.
         *request.version_mut() = Version::HTTP_11;
-        let context = RequestContext::get(&request).cloned();
+        let clock = AttemptClock {
+            context: RequestContext::get(&request).cloned(),
+            started: Instant::now(),
+        };
         // The serving worker's own pool: its connections' tasks run on this thread.
         UpstreamFuture {
             sent: self.pools.get().send(request),
-            context,
+            clock,
             body_timeout: self.body_timeout,
             peek: None,
         }
+    }
+}
+
+/// One attempt's request context and start. Its time is added to the request's upstream
+/// time (the access log's `upstream_ms`) when the answer's headers arrive or the exchange
+/// fails, or, when the attempt is abandoned (attempt timeout, caller gone), on drop.
+struct AttemptClock {
+    context: Option<Arc<RequestContext>>,
+    started: Instant,
+}
+
+impl AttemptClock {
+    /// Records the attempt's time (once) and hands its context on.
+    fn stop(&mut self) -> Option<Arc<RequestContext>> {
+        let context = self.context.take();
+        if let Some(context) = &context {
+            context.add_upstream_time(self.started.elapsed());
+        }
+        context
+    }
+}
+
+impl Drop for AttemptClock {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -288,7 +318,7 @@ pin_project_lite::pin_project! {
     /// attempt beyond the pool's one boxed exchange).
     pub struct UpstreamFuture {
         sent: ResponseFuture,
-        context: Option<Arc<RequestContext>>,
+        clock: AttemptClock,
         body_timeout: Duration,
         // A non-2xx answer whose cause needs its first bytes (§11).
         peek: Option<Peek>,
@@ -303,8 +333,9 @@ impl Future for UpstreamFuture {
         if let Some(peek) = this.peek.as_mut() {
             return peek.poll(cx).map(Ok);
         }
-        let response = ready!(this.sent.as_mut().poll(cx))?;
-        let context = this.context.take();
+        let response = ready!(this.sent.as_mut().poll(cx));
+        let context = this.clock.stop();
+        let response = response?;
         if let Some(context) = &context {
             context.set_upstream_status(response.status());
         }
