@@ -148,16 +148,31 @@ impl Entry {
         self.gateway_error.as_ref().and_then(|v| v.to_str().ok())
     }
 
+    /// The request's trace id as logged: the server span's while tracing is on (the caller's
+    /// trace, or the new one the span started), else that of the caller's valid
+    /// `traceparent`, else `-`. `hex` holds the span's id written out (no allocation).
+    fn trace_id<'a>(&'a self, hex: &'a mut [u8; 32]) -> &'a str {
+        if let Some(id) = self.request.context.trace_id() {
+            use std::io::Write as _;
+            // `TraceId` displays as exactly 32 lowercase hex digits.
+            if write!(&mut hex[..], "{id}").is_ok() {
+                return std::str::from_utf8(&hex[..]).unwrap_or("-");
+            }
+        }
+        self.request
+            .traceparent
+            .as_ref()
+            .and_then(|value| telemetry::traceparent::trace_id(value.as_bytes()))
+            .unwrap_or("-")
+    }
+
     fn emit(&self, bytes: u64, complete: bool) {
         let request = &self.request;
         let user_agent = request.user_agent.as_ref().map(logged_user_agent);
+        let mut server_trace = [0u8; 32];
         telemetry::access::emit(&AccessRecord {
             request_id: request.context.request_id().unwrap_or(""),
-            trace_id: request
-                .traceparent
-                .as_ref()
-                .and_then(|value| telemetry::traceparent::trace_id(value.as_bytes()))
-                .unwrap_or("-"),
+            trace_id: self.trace_id(&mut server_trace),
             route: request.context.route().map_or("-", |name| &**name),
             caller: request.context.caller().map_or("-", |caller| &*caller.name),
             peer: request.context.peer().map(|peer| peer.ip().to_canonical()),

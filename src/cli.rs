@@ -278,9 +278,28 @@ async fn run(path: PathBuf) -> ExitCode {
         Err(code) => return code,
     };
     let _log = telemetry::init(config.log.format, &config.log.level);
+    let traces = match config
+        .telemetry
+        .otlp
+        .as_ref()
+        .map(start_tracing)
+        .transpose()
+    {
+        Ok(traces) => traces.flatten(),
+        Err(err) => {
+            eprintln!("{}: {err}", path.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     match app::start(config).await {
         Ok(running) => {
             running.run_until_signal().await;
+            if let Some(traces) = traces {
+                // The last spans, after the drain; blocking, so off the runtime's workers.
+                let flushed =
+                    tokio::task::spawn_blocking(move || traces.shutdown(TRACE_FLUSH_LIMIT));
+                let _ = flushed.await;
+            }
             ExitCode::SUCCESS
         }
         Err(err @ app::StartError::Build(_)) => {
@@ -292,6 +311,28 @@ async fn run(path: PathBuf) -> ExitCode {
             ExitCode::from(EXIT_RUNTIME)
         }
     }
+}
+
+/// How long exit waits for the last spans to reach the collector (§13).
+const TRACE_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Turns trace export on (`telemetry.otlp`): export requests run on this runtime; an
+/// `https` collector is verified like an upstream (system roots, aws-lc-rs).
+fn start_tracing(otlp: &config::OtlpConfig) -> Result<Option<telemetry::otel::OtelGuard>, String> {
+    let tls = match upstream::tls::client_config(&config::TlsConfig::default()) {
+        Ok(tls) => tls,
+        Err(err) if otlp.endpoint.starts_with("https:") => {
+            return Err(format!("telemetry.otlp.endpoint: {err}"))
+        }
+        // A plain-http collector needs no trust anchor; none is given, so https fails closed.
+        Err(_) => rustls::ClientConfig::builder_with_provider(upstream::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|err| err.to_string())?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+    };
+    telemetry::otel::init(otlp, tokio::runtime::Handle::current(), tls)
+        .map_err(|err| err.to_string())
 }
 
 fn check(path: PathBuf) -> ExitCode {

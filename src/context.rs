@@ -36,6 +36,9 @@ pub(crate) struct RequestContext {
     /// Time spent waiting on the upstream, summed over attempts (µs): see
     /// [`Self::add_upstream_time`].
     upstream_micros: AtomicU64,
+    /// The server span of the request while tracing is on (§13), as the parent of its
+    /// attempt and token-fetch spans; never set with tracing off.
+    trace: OnceLock<opentelemetry::Context>,
 }
 
 impl RequestContext {
@@ -94,6 +97,26 @@ impl RequestContext {
         self.caller.get()
     }
 
+    /// Records the request's server span (first writer wins: one per request).
+    pub(crate) fn set_trace(&self, server_span: opentelemetry::Context) {
+        let _ = self.trace.set(server_span);
+    }
+
+    /// The request's server span, while tracing is on: the parent of its other spans.
+    pub(crate) fn trace(&self) -> Option<&opentelemetry::Context> {
+        self.trace.get()
+    }
+
+    /// The trace id of the request's server span (tracing on): the caller's trace id when
+    /// it sent a `traceparent`, else a new one. `None` with tracing off; the access log then
+    /// reads the caller's `traceparent` itself.
+    pub(crate) fn trace_id(&self) -> Option<opentelemetry::trace::TraceId> {
+        use opentelemetry::trace::TraceContextExt;
+        self.trace
+            .get()
+            .map(|cx| cx.span().span_context().trace_id())
+    }
+
     /// Counts one upstream attempt and returns its number (1-based).
     pub(crate) fn start_attempt(&self) -> u32 {
         self.attempts.fetch_add(1, Ordering::Relaxed) + 1
@@ -142,5 +165,35 @@ impl RequestContext {
     /// The time spent waiting on the upstream so far (the access log's `upstream_ms`).
     pub(crate) fn upstream_time(&self) -> Duration {
         Duration::from_micros(self.upstream_micros.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{TraceContextExt, Tracer, TracerProvider};
+
+    use super::*;
+    use crate::telemetry::otel;
+
+    #[test]
+    fn the_trace_id_is_the_server_spans_and_none_without_one() {
+        let context = RequestContext::default();
+        assert_eq!(context.trace_id(), None);
+        // A local provider: the process's tracer stays off in unit tests.
+        let tracer = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .build()
+            .tracer("test");
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            otel::TRACEPARENT,
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        let span = tracer.start_with_context("server", &otel::extract(&headers));
+        context.set_trace(opentelemetry::Context::new().with_span(span));
+        assert_eq!(
+            context.trace_id().map(|id| id.to_string()).as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(context.trace_id(), otel::trace_id_of(&headers));
     }
 }

@@ -34,6 +34,7 @@ pub(crate) mod request_id;
 pub(crate) mod rescue;
 pub(crate) mod retry;
 pub(crate) mod rt;
+pub(crate) mod server_span;
 pub mod stack;
 pub mod telemetry;
 pub mod tools;

@@ -135,6 +135,9 @@ pub(crate) struct Metrics {
     pub order_store_up: Gauge,
     /// Server clock minus ours, per origin, from `Date` headers (§11).
     pub clock_skew: Family<OriginLabels, Gauge<f64, AtomicU64>>,
+    /// Finished spans never delivered to the OTLP collector (§13): the export queue was
+    /// full, or the export failed or timed out.
+    pub otel_spans_dropped: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -310,6 +313,13 @@ impl Metrics {
              Date header of its answers (1 s resolution: under about 2 s is noise)",
             clock_skew.clone(),
         );
+        let otel_spans_dropped = Counter::default();
+        registry.register(
+            "otel_spans_dropped",
+            "Finished trace spans dropped instead of exported (telemetry.otlp): the export \
+             queue was full, or the collector failed, refused or did not answer in time",
+            otel_spans_dropped.clone(),
+        );
         // The standard `process_*` names, outside the gateway's prefix.
         root.register_collector(Box::new(ProcessCollector));
         Metrics {
@@ -338,6 +348,7 @@ impl Metrics {
             ledger_evictions,
             order_store_up,
             clock_skew,
+            otel_spans_dropped,
         }
     }
 

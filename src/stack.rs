@@ -33,7 +33,9 @@ use crate::orders::{OrderSafety, OrderSetupError, OrderStores};
 use crate::request_id::RequestIdLayer;
 use crate::rescue::RescueLayer;
 use crate::retry::{RetryPolicy, RouteRetry};
+use crate::server_span::ServerSpanLayer;
 use crate::upstream::attempt_metrics::AttemptMetricsLayer;
+use crate::upstream::attempt_span::AttemptSpanLayer;
 use crate::upstream::client::{build_worker_clients, Target, Upstream};
 use crate::upstream::timeout::AttemptTimeoutLayer;
 use crate::upstream::tls::TlsSetupError;
@@ -168,6 +170,9 @@ where
         .layer(SetSensitiveRequestHeadersLayer::new(CALLER_CREDENTIALS))
         // x-request-id in and out, so even refusals can be correlated.
         .layer(RequestIdLayer)
+        // With tracing on, the request's server span (the caller's trace continued); it
+        // sees the final status, like the access log.
+        .layer(ServerSpanLayer)
         // One event per request, after the error mapping so it sees the final status.
         .layer(AccessLogLayer)
         // The only place errors become answers.
@@ -246,6 +251,8 @@ fn route_stack(
         // ── per attempt below ──
         .layer(AuthorizeLayer::new(credentials))
         .layer(AttemptMetricsLayer::new(Arc::from(name.as_str())))
+        // With tracing on, each attempt's client span and its `traceparent` for Tango.
+        .layer(AttemptSpanLayer::new(Arc::from(name.as_str())))
         // Every answer's `Date`, below the credentials so a DPoP proof resent after a
         // refusal is signed with the offset that refusal just told.
         .map_response(move |response: Response<ResponseBody>| {

@@ -42,8 +42,10 @@ pub(crate) fn load_at(
         problems: name_env_sources(problems.0, env),
     };
     let mut problems = Problems::default();
-    let (raw, removed) =
+    let (mut raw, removed) =
         read_raw(path, env, &mut problems).ok_or_else(|| fail(std::mem::take(&mut problems)))?;
+    // `OTEL_EXPORTER_OTLP_ENDPOINT` turns tracing on when the file names no endpoint (§13).
+    super::telemetry::apply_env(&mut raw, env);
     let shape_problems = problems.len();
     match validate(raw, path, now, &mut problems) {
         Some(config) if problems.len() == 0 => Ok(config),

@@ -14,6 +14,7 @@ mod raw;
 mod retry;
 mod route;
 mod summary;
+mod telemetry;
 mod tls;
 mod token_cache;
 mod upstream_url;
@@ -36,6 +37,7 @@ pub use orders::{
 };
 pub use proxy::proxy_authorization;
 pub use summary::summary;
+pub use telemetry::{DEFAULT_SERVICE_NAME, OTEL_ENDPOINT_ENV};
 pub use warnings::warnings;
 
 /// The JSON Schema of the configuration file, pretty-printed: what `tango-gateway schema`

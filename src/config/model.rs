@@ -37,6 +37,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    pub telemetry: TelemetryConfig,
     pub inbound: InboundConfig,
     pub forwarded_for: ForwardedForMode,
     pub token_cache: TokenCacheConfig,
@@ -130,6 +131,24 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A `tracing_subscriber::EnvFilter` directive, e.g. `info` or `tango_gateway=debug`.
     pub level: String,
+}
+
+/// OpenTelemetry (§13); `otlp` is `None` (the default) when tracing is off.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TelemetryConfig {
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// Trace export over OTLP HTTP/protobuf.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtlpConfig {
+    /// The collector's base URL, without a trailing `/` (no credential in it).
+    pub endpoint: String,
+    /// `<endpoint>/v1/traces`: where spans are posted.
+    pub traces_url: String,
+    pub service_name: String,
+    /// The share of new root traces sampled (0..=1); a caller's decision is followed.
+    pub sample_ratio: f64,
 }
 
 #[derive(Debug, Clone)]

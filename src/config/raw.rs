@@ -129,6 +129,7 @@ pub(super) struct RawConfig {
     pub listen: Option<Text>,
     pub admin: Option<RawAdmin>,
     pub log: Option<RawLog>,
+    pub telemetry: Option<RawTelemetry>,
     pub inbound: Option<RawInbound>,
     pub forwarded_for: Option<RawForwardedFor>,
     pub retry: Option<RawRetry>,
@@ -258,6 +259,32 @@ pub(super) struct RawAdmin {
 pub(super) struct RawLog {
     pub format: Option<Text>,
     pub level: Option<Text>,
+}
+
+/// OpenTelemetry (§13).
+#[derive(Deserialize, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTelemetry {
+    /// Trace export over OTLP HTTP/protobuf; off when no endpoint is given (here or by
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub otlp: Option<RawOtlp>,
+}
+
+#[derive(Deserialize, Default, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOtlp {
+    /// The collector's base URL, as `OTEL_EXPORTER_OTLP_ENDPOINT` (e.g.
+    /// `http://127.0.0.1:4318`); spans are posted to `<endpoint>/v1/traces`.
+    pub endpoint: Option<Text>,
+    /// `service.name` of the exported spans (default `tango-gateway`).
+    pub service_name: Option<Text>,
+    /// The share of new traces recorded, 0 to 1 (default 1); a caller's sampled
+    /// `traceparent` is always honoured.
+    pub sample_ratio: Option<f64>,
+    /// The endpoint came from `OTEL_EXPORTER_OTLP_ENDPOINT`, not the file (for messages).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub endpoint_from_env: bool,
 }
 
 #[derive(Deserialize, Default, JsonSchema)]

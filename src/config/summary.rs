@@ -93,6 +93,14 @@ fn write_summary(s: &mut String, c: &Config, now: SystemTime) -> std::fmt::Resul
     };
     writeln!(s, "token cache: {cache}")?;
     write_order_safety(s, c)?;
+    // Only when on: an endpoint is a URL without credentials (checked at load).
+    if let Some(otlp) = &c.telemetry.otlp {
+        writeln!(
+            s,
+            "traces: OTLP HTTP/protobuf to {} (service {}, sample ratio {})",
+            otlp.traces_url, otlp.service_name, otlp.sample_ratio
+        )?;
+    }
     for r in &c.routes {
         writeln!(s, "route {}:", r.name)?;
         let sources = r.sources.as_ref().map_or("inbound.allow".to_string(), |v| {

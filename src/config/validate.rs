@@ -23,6 +23,7 @@ use super::orders::{audit, callers, check_route_callers, orders};
 use super::raw::{RawConfig, RawForwardedFor, RawInbound};
 use super::retry::retry;
 use super::route::{cidr_list, route, Inherited};
+use super::telemetry::telemetry;
 use super::token_cache::token_cache;
 
 /// Loopback by default: a gateway that injects credentials must not be reachable from the
@@ -59,6 +60,7 @@ pub(crate) fn validate(
                 None
             }
         });
+    let telemetry = telemetry(p, raw.telemetry);
     let inbound = inbound(p, raw.inbound.unwrap_or_default());
     let forwarded_for = forwarded_for(p, raw.forwarded_for.unwrap_or_default());
     let token_cache = token_cache(p, raw.token_cache.unwrap_or_default());
@@ -113,6 +115,7 @@ pub(crate) fn validate(
             format: format?,
             level: level?,
         },
+        telemetry: telemetry?,
         inbound: inbound?,
         forwarded_for: forwarded_for?,
         token_cache: token_cache?,

@@ -234,7 +234,7 @@ async fn watch_state(path: PathBuf) -> (Vec<PathBuf>, Fingerprint) {
     .unwrap_or_else(|_| (Vec::new(), Fingerprint::of(&[])))
 }
 
-/// Listeners, logging, the concurrency limit and the shutdown grace belong to the process:
+/// Listeners, logging, tracing, the concurrency limit and the shutdown grace belong to the process:
 /// a reload cannot move them. Say so instead of silently ignoring the new values.
 fn warn_restart_only_changes(startup: &Config, next: &Config) {
     let mut keys = Vec::new();
@@ -246,6 +246,9 @@ fn warn_restart_only_changes(startup: &Config, next: &Config) {
     }
     if startup.log.format != next.log.format || startup.log.level != next.log.level {
         keys.push("log");
+    }
+    if startup.telemetry != next.telemetry {
+        keys.push("telemetry");
     }
     if startup.inbound.max_concurrent_requests != next.inbound.max_concurrent_requests {
         keys.push("inbound.max_concurrent_requests");

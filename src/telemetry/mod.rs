@@ -8,6 +8,7 @@
 
 pub mod access;
 mod json;
+pub mod otel;
 mod timestamp;
 pub mod traceparent;
 

@@ -95,7 +95,7 @@ where
     }
 }
 
-fn status_class(status: u16) -> &'static str {
+pub(super) fn status_class(status: u16) -> &'static str {
     match status {
         100..=199 => "1xx",
         200..=299 => "2xx",

@@ -1,5 +1,6 @@
 //! The upstream side: verified TLS (with mTLS), pooled connections, per-attempt timeout.
 pub mod attempt_metrics;
+pub mod attempt_span;
 pub mod classify;
 pub mod client;
 pub mod connect;

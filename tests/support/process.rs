@@ -64,6 +64,8 @@ impl Process {
         #[allow(clippy::zombie_processes)]
         let mut child = command
             .env_remove("RUST_LOG")
+            // Hermetic: a developer's collector must not turn tracing on in tests.
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .envs(env.iter().map(|(k, v)| (*k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

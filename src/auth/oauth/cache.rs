@@ -24,7 +24,7 @@ mod refresh;
 mod reject;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
@@ -90,6 +90,9 @@ pub struct TokenSource {
     /// When a `401` last made this credential fetch: another 401 may not make it fetch
     /// again within [`REFRESH_ON_401_INTERVAL`].
     refresh_window: RefreshWindow,
+    /// With tracing on, the server span of a request waiting for the next fetch: that
+    /// fetch's span is its child (a scheduled refresh is a root of its own).
+    demanded_by: Mutex<Option<opentelemetry::Context>>,
 }
 
 impl std::fmt::Debug for TokenSource {
@@ -123,6 +126,7 @@ impl TokenSource {
             refresh_early: AtomicBool::new(false),
             rejected: ArcSwapOption::empty(),
             refresh_window: RefreshWindow::default(),
+            demanded_by: Mutex::new(None),
         }
     }
 
@@ -180,9 +184,21 @@ impl TokenSource {
         &self,
         deadline: Option<Instant>,
     ) -> Result<Arc<AccessToken>, TokenUnavailable> {
+        self.token_traced(deadline, None).await
+    }
+
+    /// [`TokenSource::token_by`] for a traced request (§13): a fetch it has to wait for is
+    /// recorded as a child of `trace`, the request's server span.
+    pub async fn token_traced(
+        &self,
+        deadline: Option<Instant>,
+        trace: Option<&opentelemetry::Context>,
+    ) -> Result<Arc<AccessToken>, TokenUnavailable> {
         if let Some(token) = self.usable(self.clock.now()) {
             return Ok(token);
         }
+        // The slow path only: the next fetch is this request's (the latest waiter's).
+        self.note_demand(trace);
         let mut status = self.status.subscribe();
         let limit = Instant::now() + WAIT_LIMIT;
         let deadline = deadline.map_or(limit, |deadline| deadline.min(limit));
@@ -289,7 +305,17 @@ impl TokenSource {
                 }
             }
             let credential = self.key.to_string();
-            match self.refresh(forced).await {
+            let span = self.fetch_span(&credential);
+            let refreshed = self.refresh(forced).await;
+            if let Some(span) = span {
+                span.end(match &refreshed {
+                    Ok(Refreshed::Fetched(_)) => "success",
+                    Ok(Refreshed::Adopted(_)) => "adopted",
+                    Err(err) if err.is_permanent() => "refused",
+                    Err(_) => "failed",
+                });
+            }
+            match refreshed {
                 Ok(refreshed) => {
                     let token = match refreshed {
                         Refreshed::Fetched(token) => {
@@ -320,6 +346,33 @@ impl TokenSource {
                 }
             }
         }
+    }
+
+    /// With tracing on, records `trace` (a request's server span) as the parent of the next
+    /// fetch's span.
+    fn note_demand(&self, trace: Option<&opentelemetry::Context>) {
+        if let Some(trace) = trace {
+            *self
+                .demanded_by
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(trace.clone());
+        }
+    }
+
+    /// The span of the fetch about to start, while tracing is on: a child of the request
+    /// that demanded it, if one did.
+    fn fetch_span(&self, credential: &str) -> Option<crate::telemetry::otel::TokenFetchSpan> {
+        crate::telemetry::otel::tracer()?;
+        let parent = self
+            .demanded_by
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        crate::telemetry::otel::TokenFetchSpan::start(
+            credential,
+            &self.config.token_url,
+            parent.as_ref(),
+        )
     }
 
     /// When the refresher should fetch next: at the current token's refresh time, or now.

@@ -100,7 +100,10 @@ impl OAuthCredentials {
     {
         // A cold cache makes the attempt wait for a token, within the route's time budget.
         let deadline = Deadline::of(&request);
-        let mut token = self.token(deadline).await?;
+        // With tracing on, a token fetch this request waits for is a child of its span.
+        let trace = crate::telemetry::otel::tracer()
+            .and_then(|_| RequestContext::get(&request)?.trace().cloned());
+        let mut token = self.token(deadline, trace.as_ref()).await?;
         let mut nonce_retry_left = self.dpop.is_some();
         let mut refresh_retry_left = true;
         // Nonces are kept per origin for DPoP only; a Bearer route needs no key.
@@ -149,13 +152,13 @@ impl OAuthCredentials {
                     return Ok(response);
                 }
                 refresh_retry_left = false;
-                match self.source.reject(&token) {
+                match self.source.reject_traced(&token, trace.as_ref()) {
                     // A 401 refreshed this credential moments ago (§12): Tango's answer
                     // stands, and no token request is made for it.
                     Rejected::RateLimited => return Ok(response),
                     Rejected::Dropped | Rejected::AlreadyReplaced => {}
                 }
-                token = self.token(deadline).await?;
+                token = self.token(deadline, trace.as_ref()).await?;
             }
             if let Some(context) = next.extensions().get::<Arc<RequestContext>>() {
                 context.start_attempt();
@@ -164,14 +167,21 @@ impl OAuthCredentials {
         }
     }
 
-    async fn token(&self, deadline: Option<Instant>) -> Result<Arc<AccessToken>, GatewayError> {
-        self.source.token_by(deadline).await.map_err(|_| {
-            GatewayError::new(
-                ErrorCode::CredentialsUnavailable,
-                "no usable OAuth token for this route; the token endpoint is failing \
+    async fn token(
+        &self,
+        deadline: Option<Instant>,
+        trace: Option<&opentelemetry::Context>,
+    ) -> Result<Arc<AccessToken>, GatewayError> {
+        self.source
+            .token_traced(deadline, trace)
+            .await
+            .map_err(|_| {
+                GatewayError::new(
+                    ErrorCode::CredentialsUnavailable,
+                    "no usable OAuth token for this route; the token endpoint is failing \
                  (see the gateway's log and /readyz)",
-            )
-        })
+                )
+            })
     }
 
     /// Sets `Authorization` and, for a DPoP-bound token, this attempt's proof (with the

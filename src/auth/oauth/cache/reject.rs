@@ -68,6 +68,16 @@ impl TokenSource {
     /// the current token and no 401 has made this credential fetch within
     /// [`REFRESH_ON_401_INTERVAL`], and asks the refresher for a new one.
     pub fn reject(&self, rejected: &Arc<AccessToken>) -> Rejected {
+        self.reject_traced(rejected, None)
+    }
+
+    /// [`TokenSource::reject`] for a traced request (§13): the fetch it causes is recorded
+    /// as a child of `trace`, the request's server span.
+    pub fn reject_traced(
+        &self,
+        rejected: &Arc<AccessToken>,
+        trace: Option<&opentelemetry::Context>,
+    ) -> Rejected {
         // Held across the check and the drop: a concurrent 401 then either sees the token
         // gone (and resends with the next one) or finds the window closed, never both open.
         let mut last_drop = self
@@ -109,6 +119,8 @@ impl TokenSource {
             credential = %self.key,
             "the upstream refused the current token (401); fetching a new one"
         );
+        // Before the refresher is woken, so the fetch it starts knows whose it is.
+        self.note_demand(trace);
         self.demand.notify_one();
         Rejected::Dropped
     }
