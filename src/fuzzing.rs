@@ -303,6 +303,7 @@ impl TokenAnswers {
                 extra_roots: vec![ca.cert().cert_der.clone()],
                 ..TlsConfig::default()
             },
+            proxy: None,
         };
         let key = if dpop {
             Some(Arc::new(DpopKey::generate().map_err(|e| e.to_string())?))
