@@ -35,6 +35,7 @@ pub(crate) mod rescue;
 pub(crate) mod retry;
 pub(crate) mod rt;
 pub mod stack;
+pub mod systemd;
 pub mod telemetry;
 pub mod tools;
 pub mod upstream;
