@@ -96,6 +96,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             source,
         })?;
     let readiness = Arc::new(Readiness::new(live.clone()));
+    // Under systemd (`run` only): READY=1 the first time `/readyz` would answer 200.
+    let ready = readiness.clone();
+    crate::systemd::ready_when(move || ready.reasons(std::time::SystemTime::now()).is_empty());
     let (stop_reloader, reloader_stopped) = watch::channel(false);
     let (reloads, reloader) =
         reload::spawn(live.clone(), config.clone(), process, reloader_stopped);
@@ -147,6 +150,7 @@ impl Running {
     /// grace period), then stops the admin listener.
     pub async fn shutdown(self) {
         self.readiness.begin_shutdown();
+        crate::systemd::stopping();
         // No reload swaps the state under a draining listener.
         let _ = self.stop_reloader.send(true);
         let _ = self.reloader.await;

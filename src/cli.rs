@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tango_sandbox::pki::KeyKind;
 
 use tango_gateway::tools::{self, ToolError};
-use tango_gateway::{app, config, demo, doctor, stack, telemetry, upstream};
+use tango_gateway::{app, config, demo, doctor, stack, systemd, telemetry, upstream};
 
 /// `--version`: the package version and the commit it was built from (see `build.rs`).
 const VERSION: &str = concat!(
@@ -291,6 +291,8 @@ async fn run(path: PathBuf) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // Only `run` talks to systemd (Type=notify in deploy/systemd/tango-gateway.service).
+    systemd::enable();
     match app::start(config).await {
         Ok(running) => {
             running.run_until_signal().await;

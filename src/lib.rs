@@ -36,6 +36,7 @@ pub(crate) mod retry;
 pub(crate) mod rt;
 pub(crate) mod server_span;
 pub mod stack;
+pub mod systemd;
 pub mod telemetry;
 pub mod tools;
 pub mod upstream;

@@ -156,6 +156,8 @@ impl Reloader {
     }
 
     async fn reload(&mut self, trigger: Trigger) -> Result<u64, ReloadError> {
+        // systemd shows the unit reloading until this drops, applied or refused.
+        let _reloading = crate::systemd::reloading();
         let current = self.live.current();
         let outcome = self.load_and_build(&current).await;
         match outcome {
