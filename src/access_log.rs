@@ -184,7 +184,8 @@ impl Entry {
             upstream_status: request.context.upstream_status().unwrap_or(0),
             upstream_cause: Cause::from_code(request.context.upstream_cause_code())
                 .map_or("-", Cause::as_str),
-            upstream_ms: request.context.upstream_time().as_secs_f64() * 1000.0,
+            upstream_us: u64::try_from(request.context.upstream_time().as_micros())
+                .unwrap_or(u64::MAX),
             duration_ms: request.started.elapsed().as_secs_f64() * 1000.0,
             bytes,
             complete,

@@ -101,7 +101,7 @@ where
             let span = tracer.build_with_context(builder, parent);
             // Tango sees this attempt as the parent of its work (sampled or not).
             otel::inject(span.span_context(), request.headers_mut());
-            span
+            Box::new(span)
         });
         AttemptSpanFuture {
             attempt: self.inner.call(request),
@@ -112,11 +112,12 @@ where
 
 pin_project_lite::pin_project! {
     /// One attempt, its span ended with its outcome (a named future: nothing allocated
-    /// per attempt with tracing off).
+    /// per attempt with tracing off). The span is boxed: an SDK span is a few hundred
+    /// bytes, which every attempt's future would carry and copy even with tracing off.
     pub struct AttemptSpanFuture<F> {
         #[pin]
         attempt: F,
-        span: Option<Span>,
+        span: Option<Box<Span>>,
     }
 }
 
