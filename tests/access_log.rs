@@ -5,14 +5,11 @@
 
 mod support;
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use serde_json::Value;
 use support::process::Process;
 use support::Setup;
 use tango_sandbox::fake::Fault;
@@ -47,24 +44,6 @@ async fn get_path(
     status
 }
 
-/// The access event of the request tagged `request_id`, once it has been written.
-async fn access_event(gateway: &Process, request_id: &str) -> Value {
-    for _ in 0..400 {
-        let found = gateway
-            .output()
-            .iter()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .find(|event| {
-                event["target"] == "tango_gateway::access" && event["request_id"] == request_id
-            });
-        if let Some(event) = found {
-            return event;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("no access event for {request_id}:\n{:#?}", gateway.output());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_access_log_names_peer_user_agent_trace_and_upstream_time() {
     let staged = Setup::new().log("json", "info").stage_with(|_| {}).await;
@@ -81,7 +60,7 @@ async fn the_access_log_names_peer_user_agent_trace_and_upstream_time() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    let event = access_event(&gateway, "full").await;
+    let event = gateway.access_event("full").await;
     assert_eq!(event["peer"], "127.0.0.1", "{event}");
     assert_eq!(event["user_agent"], "payouts-service/1.4", "{event}");
     assert_eq!(event["trace_id"], TRACE_ID, "{event}");
@@ -94,20 +73,20 @@ async fn the_access_log_names_peer_user_agent_trace_and_upstream_time() {
 
     // No User-Agent, a malformed traceparent: `-` for both.
     get(&gateway, "bare", &[("traceparent", b"00-not-a-trace-01")]).await;
-    let event = access_event(&gateway, "bare").await;
+    let event = gateway.access_event("bare").await;
     assert_eq!(event["user_agent"], "-", "{event}");
     assert_eq!(event["trace_id"], "-", "{event}");
 
     // A long User-Agent is cut to its first 256 bytes.
     let long = "x".repeat(1000);
     get(&gateway, "long", &[("user-agent", long.as_bytes())]).await;
-    let event = access_event(&gateway, "long").await;
+    let event = gateway.access_event("long").await;
     assert_eq!(event["user_agent"], long[..256], "{event}");
 
     // Refused before any attempt (no route): no upstream time.
     let status = get_path(&gateway, "/elsewhere", "refused", &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let event = access_event(&gateway, "refused").await;
+    let event = gateway.access_event("refused").await;
     assert_eq!(event["attempts"], 0, "{event}");
     assert_eq!(event["upstream_ms"], 0.0, "{event}");
 }
@@ -124,7 +103,7 @@ async fn upstream_time_counts_an_attempt_abandoned_at_its_timeout() {
     staged.fake.push_fault(Fault::Hang);
     let status = get(&gateway, "hung", &[]).await;
     assert_eq!(status, StatusCode::OK);
-    let event = access_event(&gateway, "hung").await;
+    let event = gateway.access_event("hung").await;
     assert_eq!(event["attempts"], 2, "{event}");
     let upstream_ms = event["upstream_ms"].as_f64().unwrap();
     assert!(upstream_ms >= 1000.0, "{event}");

@@ -6,14 +6,11 @@
 
 mod support;
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use serde_json::Value;
 use support::process::Process;
 use support::{OAuth, Setup};
 use tango_sandbox::fake::rejections::CannedAnswer;
@@ -58,24 +55,6 @@ fn rejections(text: &str, cause: &str) -> f64 {
         .map_or(0.0, |value| value.parse().unwrap())
 }
 
-/// The access event of the request tagged `request_id`, once it has been written.
-async fn access_event(gateway: &Process, request_id: &str) -> Value {
-    for _ in 0..200 {
-        let found = gateway
-            .output()
-            .iter()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .find(|event| {
-                event["target"] == "tango_gateway::access" && event["request_id"] == request_id
-            });
-        if let Some(event) = found {
-            return event;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("no access event for {request_id}:\n{:#?}", gateway.output());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_rejection_cause_is_counted_and_logged_and_passed_through() {
     // One attempt per request: each answer below is the final one.
@@ -117,7 +96,7 @@ async fn each_rejection_cause_is_counted_and_logged_and_passed_through() {
         // Tango's answer, unchanged: the peek at a 403's body re-emits every byte.
         assert_eq!(status.as_u16(), answer.status, "{cause}");
         assert_eq!(body, answer.body.as_bytes(), "{cause}");
-        let event = access_event(&gateway, &request_id).await;
+        let event = gateway.access_event(&request_id).await;
         assert_eq!(event["upstream_cause"], *cause, "{event}");
         assert_eq!(event["upstream_status"], answer.status, "{event}");
         assert_eq!(event["bytes"], answer.body.len(), "{event}");
@@ -125,7 +104,7 @@ async fn each_rejection_cause_is_counted_and_logged_and_passed_through() {
     let (status, _) = get(&gateway, "rejection-ok").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
-        access_event(&gateway, "rejection-ok").await["upstream_cause"],
+        gateway.access_event("rejection-ok").await["upstream_cause"],
         "-"
     );
 
@@ -157,7 +136,7 @@ async fn every_attempt_is_counted_and_the_log_names_the_final_answer() {
     });
     let (status, _) = get(&gateway, "retried").await;
     assert_eq!(status, StatusCode::OK);
-    let event = access_event(&gateway, "retried").await;
+    let event = gateway.access_event("retried").await;
     assert_eq!(event["attempts"], 2, "{event}");
     assert_eq!(event["upstream_status"], 200, "{event}");
     assert_eq!(event["upstream_cause"], "-", "{event}");
@@ -170,7 +149,7 @@ async fn every_attempt_is_counted_and_the_log_names_the_final_answer() {
     });
     let (status, _) = get(&gateway, "exhausted").await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
-    let event = access_event(&gateway, "exhausted").await;
+    let event = gateway.access_event("exhausted").await;
     assert_eq!(event["attempts"], 3, "{event}");
     assert_eq!(event["upstream_cause"], "alb_other", "{event}");
     assert_eq!(rejections(&metrics(&gateway).await, "alb_other"), 3.0);
@@ -189,7 +168,7 @@ async fn a_dpop_nonce_round_trip_is_counted_but_the_answer_is_tangos_200() {
     let gateway = Process::start(&staged.config_file).await;
     let (status, _) = get(&gateway, "nonce").await;
     assert_eq!(status, StatusCode::OK);
-    let event = access_event(&gateway, "nonce").await;
+    let event = gateway.access_event("nonce").await;
     assert_eq!(event["attempts"], 2, "{event}");
     assert_eq!(event["upstream_cause"], "-", "{event}");
     let text = metrics(&gateway).await;

@@ -118,6 +118,25 @@ impl Process {
         self.output.lock().unwrap().clone()
     }
 
+    /// The access-log event of the request tagged `x-request-id: request_id`, once it has
+    /// been written (the line is written when the answer's body ends, on the log thread).
+    pub(crate) async fn access_event(&self, request_id: &str) -> serde_json::Value {
+        for _ in 0..400 {
+            let found = self
+                .output()
+                .iter()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .find(|event| {
+                    event["target"] == "tango_gateway::access" && event["request_id"] == request_id
+                });
+            if let Some(event) = found {
+                return event;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("no access event for {request_id}:\n{:#?}", self.output());
+    }
+
     /// Sends `SIG<name>` (`TERM`, `HUP`, ...).
     pub(crate) fn signal(&self, name: &str) {
         let status = Command::new("kill")
